@@ -1,0 +1,109 @@
+//! `cargo xtask`: the single entry point for the project's automation.
+//!
+//! `cargo xtask ci` runs exactly what CI runs: if it passes locally, CI is green.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "p2pnet project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Format check, clippy, the whole test suite, doc tests and docs, failing on the first failure.
+    Ci,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Ci => ci(),
+    }
+}
+
+/// One CI step: a name and the cargo invocation that implements it.
+struct Step {
+    name: &'static str,
+    args: Vec<&'static str>,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Step {
+    fn new(name: &'static str, args: &[&'static str]) -> Self {
+        Self { name, args: args.to_vec(), env: Vec::new() }
+    }
+
+    fn env(mut self, key: &'static str, value: &'static str) -> Self {
+        self.env.push((key, value));
+        self
+    }
+}
+
+fn has_nextest() -> bool {
+    Command::new(cargo())
+        .args(["nextest", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn ci() -> Result<()> {
+    let tests = if has_nextest() {
+        Step::new(
+            "tests (nextest)",
+            &["nextest", "run", "--workspace", "--all-targets", "--no-fail-fast"],
+        )
+    } else {
+        Step::new("tests (cargo test)", &["test", "--workspace", "--all-targets"])
+    };
+    let steps = [
+        Step::new("fmt", &["fmt", "--all", "--", "--check"]),
+        Step::new(
+            "clippy",
+            &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        ),
+        tests,
+        Step::new("doc tests", &["test", "--workspace", "--doc"]),
+        Step::new("docs", &["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"),
+    ];
+    let started = Instant::now();
+    for step in &steps {
+        run_step(step)?;
+    }
+    eprintln!(
+        "xtask ci: all {} steps passed in {:.1}s",
+        steps.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn run_step(step: &Step) -> Result<()> {
+    let started = Instant::now();
+    let mut cmd = Command::new(cargo());
+    cmd.args(&step.args);
+    for (k, v) in &step.env {
+        cmd.env(k, v);
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not run cargo for step `{}`", step.name))?;
+    let secs = started.elapsed().as_secs_f64();
+    if !status.success() {
+        eprintln!("xtask ci: FAILED {:<20} ({secs:.1}s)", step.name);
+        bail!("step `{}` failed: cargo {}", step.name, step.args.join(" "));
+    }
+    eprintln!("xtask ci: ok     {:<20} ({secs:.1}s)", step.name);
+    Ok(())
+}
