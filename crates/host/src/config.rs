@@ -1,0 +1,65 @@
+//! Host configuration and limits.
+
+use std::time::Duration;
+
+/// Resource limits. Anything over a limit is refused, counted in [`crate::HostMetrics`] and
+/// logged; the host keeps running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Established connections in total, both directions. Default 1,024.
+    pub max_connections: usize,
+    /// Established connections to one peer. Default 4 (room for simultaneous dials).
+    pub max_connections_per_peer: usize,
+    /// Inbound connections still in the TCP/noise/yamux handshake. Default 256.
+    pub max_pending_incoming: usize,
+    /// Open inbound streams on one connection. Default 1,024.
+    pub max_inbound_streams_per_connection: usize,
+    /// Open outbound streams on one connection. Default 1,024.
+    pub max_outbound_streams_per_connection: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_connections_per_peer: 4,
+            max_pending_incoming: 256,
+            max_inbound_streams_per_connection: 1024,
+            max_outbound_streams_per_connection: 1024,
+        }
+    }
+}
+
+/// Configuration of a [`crate::Host`]. Every field has a default.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Resource limits.
+    pub limits: Limits,
+    /// Time allowed for a dial: TCP connect, noise and yamux. Default 10 s.
+    pub dial_timeout: Duration,
+    /// Time allowed for an inbound connection's noise and yamux handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Time allowed for multistream-select on a new stream. Default 10 s.
+    pub negotiation_timeout: Duration,
+    /// A connection with no open stream for this long is closed, unless its peer is protected.
+    /// `None` keeps idle connections forever. Default 5 minutes.
+    pub idle_timeout: Option<Duration>,
+    /// The agent version announced by identify. Default `p2pnet/<version>`.
+    pub agent_version: String,
+    /// Whether to request identify from every new connection. Default true.
+    pub identify: bool,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            dial_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            negotiation_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(300)),
+            agent_version: concat!("p2pnet/", env!("CARGO_PKG_VERSION")).to_owned(),
+            identify: true,
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Dialing: by address, by peer from the peer store, with coalescing of concurrent dials.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use libp2p_core::Endpoint;
+use libp2p_core::transport::{DialOpts, PortUse, Transport as _, TransportError};
+use libp2p_identity::PeerId;
+use multiaddr::Multiaddr;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::connection::{ConnectionHandle, Direction};
+use crate::host::HostInner;
+use crate::metrics::Metrics;
+use crate::peer_store::RECENT_ADDR_TTL;
+use crate::{HostError, addr};
+
+/// Callers waiting for the dial in progress to a peer.
+pub(crate) type PendingDials =
+    Mutex<HashMap<PeerId, Vec<oneshot::Sender<Result<ConnectionHandle, HostError>>>>>;
+
+/// The error text of `err` and all its sources, for logs and `DialFailed`.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    text
+}
+
+impl HostInner {
+    /// A live connection to `peer`, or a new one dialed from the peer store.
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        peer: PeerId,
+    ) -> Result<ConnectionHandle, HostError> {
+        self.check_running()?;
+        if let Some(handle) = self.connection_to(&peer) {
+            return Ok(handle);
+        }
+        self.dial_peer(peer, Vec::new()).await
+    }
+
+    /// Dials `addr`, checking a `/p2p/` suffix against the authenticated peer.
+    pub(crate) async fn dial(self: &Arc<Self>, addr: Multiaddr) -> Result<PeerId, HostError> {
+        self.check_running()?;
+        let (tcp, expected) = addr::without_p2p(&addr);
+        match expected {
+            Some(peer) if peer == self.peer_id => Err(HostError::InvalidAddress {
+                addr,
+                reason: "that is this host's own peer id".into(),
+            }),
+            Some(peer) => {
+                if self.connection_to(&peer).is_some() {
+                    return Ok(peer);
+                }
+                self.dial_peer(peer, vec![tcp]).await.map(|h| h.peer)
+            }
+            None => self.dial_addr(tcp, None).await.map(|h| h.peer),
+        }
+    }
+
+    /// Dials `peer`, trying `addrs` first and then the peer store's addresses. Concurrent calls
+    /// for one peer share one dial.
+    async fn dial_peer(
+        self: &Arc<Self>,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<ConnectionHandle, HostError> {
+        let (rx, first) = self.pending_dial_waiter(peer);
+        if first {
+            let inner = self.clone();
+            self.spawn(async move {
+                let result = inner.dial_addrs(peer, addrs).await;
+                let waiters = inner.pending_dials.lock().remove(&peer).unwrap_or_default();
+                for waiter in waiters {
+                    let _ = waiter.send(result.clone());
+                }
+            });
+        }
+        rx.await.map_err(|_| HostError::ShutDown)?
+    }
+
+    async fn dial_addrs(
+        self: &Arc<Self>,
+        peer: PeerId,
+        mut addrs: Vec<Multiaddr>,
+    ) -> Result<ConnectionHandle, HostError> {
+        if let Some(handle) = self.connection_to(&peer) {
+            return Ok(handle);
+        }
+        for known in self.peer_store.addrs(&peer) {
+            if !addrs.contains(&known) {
+                addrs.push(known);
+            }
+        }
+        let mut last_error = HostError::NoAddresses { peer };
+        for addr in addrs {
+            match self.dial_addr(addr, Some(peer)).await {
+                Ok(handle) => return Ok(handle),
+                Err(e @ (HostError::ShutDown | HostError::LimitReached { .. })) => return Err(e),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    /// One dial attempt to one transport address.
+    async fn dial_addr(
+        self: &Arc<Self>,
+        addr: Multiaddr,
+        expected: Option<PeerId>,
+    ) -> Result<ConnectionHandle, HostError> {
+        let failed = |e: HostError| {
+            Metrics::inc(&self.metrics.dial_failures);
+            tracing::debug!(%addr, error = %e, "dial failed");
+            e
+        };
+        if !addr::is_tcp(&addr) {
+            return Err(failed(HostError::InvalidAddress {
+                addr: addr.clone(),
+                reason: "expected /ip4|ip6/<ip>/tcp/<port>".into(),
+            }));
+        }
+        let opts = DialOpts {
+            role: Endpoint::Dialer,
+            port_use: PortUse::New,
+        };
+        let dial = self
+            .dialer
+            .lock()
+            .dial(addr.clone(), opts)
+            .map_err(|e| match e {
+                TransportError::MultiaddrNotSupported(a) => HostError::InvalidAddress {
+                    addr: a,
+                    reason: "not dialable (unspecified ip or port 0?)".into(),
+                },
+                TransportError::Other(e) => HostError::DialFailed {
+                    addr: addr.clone(),
+                    reason: error_chain(&e),
+                },
+            });
+        let dial = dial.map_err(failed)?;
+        let timeout = self.config.dial_timeout;
+        let (peer, muxer) = match tokio::time::timeout(timeout, dial).await {
+            Err(_) => {
+                return Err(failed(HostError::Timeout {
+                    operation: "dial",
+                    after: timeout,
+                }));
+            }
+            Ok(Err(e)) => {
+                return Err(failed(HostError::DialFailed {
+                    addr: addr.clone(),
+                    reason: error_chain(&e),
+                }));
+            }
+            Ok(Ok(ok)) => ok,
+        };
+        if let Some(expected) = expected.filter(|e| *e != peer) {
+            drop(muxer);
+            return Err(failed(HostError::PeerIdMismatch {
+                expected,
+                actual: peer,
+            }));
+        }
+        let handle = self.add_connection(peer, muxer, Direction::Outbound, addr.clone())?;
+        self.peer_store.add_addrs(peer, [addr], RECENT_ADDR_TTL);
+        Ok(handle)
+    }
+}

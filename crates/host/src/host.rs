@@ -1,0 +1,638 @@
+//! [`Host`]: the handle every other layer uses, and the state it shares with its tasks.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use libp2p_core::muxing::{StreamMuxerBox, SubstreamBox};
+use libp2p_identity::{Keypair, PeerId};
+use multiaddr::Multiaddr;
+use multistream_select::{NegotiationError, Version};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection::{self, ConnectionHandle, ConnectionId, Direction};
+use crate::listen::ListenerEntry;
+use crate::metrics::Metrics;
+use crate::peer_store::PeerStore;
+use crate::protocols::{identify, ping};
+use crate::stream::StreamGuard;
+use crate::transport::{self, BoxedTransport};
+use crate::{HostConfig, HostError, HostEvent, HostMetrics, InboundStream, LimitKind, Stream};
+
+/// A stream handler: called with every inbound stream negotiated on its protocol. The future
+/// runs on a task the host owns; it is cancelled when the host shuts down.
+type HandlerFn = Arc<dyn Fn(InboundStream) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Capacity of the host event channel; a subscriber that falls further behind misses events.
+const EVENT_CAPACITY: usize = 1024;
+/// The longest protocol name multistream-select carries.
+const MAX_PROTOCOL_LEN: usize = 140;
+
+/// Information about one live connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The connection's id.
+    pub id: ConnectionId,
+    /// The remote peer.
+    pub peer: PeerId,
+    /// Who dialed.
+    pub direction: Direction,
+    /// The remote address.
+    pub remote_addr: Multiaddr,
+    /// Open streams (both directions).
+    pub open_streams: usize,
+}
+
+/// A libp2p host: listens, dials, authenticates peers with noise, multiplexes streams with
+/// yamux and negotiates protocols with multistream-select 1.0.
+///
+/// `Host` is a cheap handle: clone it freely. Call [`Host::shutdown`] to stop it; that closes
+/// listeners and connections and joins every task the host spawned.
+#[derive(Clone)]
+pub struct Host {
+    pub(crate) inner: Arc<HostInner>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("peer_id", &self.inner.peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the handle and the host's tasks.
+pub(crate) struct HostInner {
+    pub(crate) config: HostConfig,
+    pub(crate) keypair: Keypair,
+    pub(crate) peer_id: PeerId,
+    pub(crate) dialer: Mutex<BoxedTransport>,
+    pub(crate) listeners: Mutex<HashMap<u64, ListenerEntry>>,
+    pub(crate) connections: Mutex<HashMap<PeerId, Vec<ConnectionHandle>>>,
+    pub(crate) pending_dials: crate::dial::PendingDials,
+    handlers: RwLock<HashMap<String, HandlerFn>>,
+    pub(crate) peer_store: PeerStore,
+    events: broadcast::Sender<HostEvent>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    is_shut_down: AtomicBool,
+    next_id: AtomicU64,
+    protected: Mutex<HashMap<PeerId, usize>>,
+    pub(crate) observed_addrs: Mutex<Vec<Multiaddr>>,
+    pub(crate) warn_limiter: crate::log::RateLimiter,
+    pub(crate) pending_incoming: std::sync::atomic::AtomicUsize,
+}
+
+impl Host {
+    /// Creates a host with the given identity. It neither listens nor dials until asked.
+    ///
+    /// Must be called from within a tokio runtime. Registers the built-in protocols
+    /// `/ipfs/ping/1.0.0` and `/ipfs/id/1.0.0`.
+    pub fn new(keypair: Keypair, config: HostConfig) -> Result<Host, HostError> {
+        let dialer = transport::build(&keypair, &config.limits, config.handshake_timeout)?;
+        let peer_id = keypair.public().to_peer_id();
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let inner = Arc::new(HostInner {
+            config,
+            keypair,
+            peer_id,
+            dialer: Mutex::new(dialer),
+            listeners: Mutex::default(),
+            connections: Mutex::default(),
+            pending_dials: Default::default(),
+            handlers: RwLock::default(),
+            peer_store: PeerStore::default(),
+            events,
+            metrics: Arc::default(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            is_shut_down: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            protected: Mutex::default(),
+            observed_addrs: Mutex::default(),
+            warn_limiter: Default::default(),
+            pending_incoming: Default::default(),
+        });
+        let host = Host { inner };
+        host.set_stream_handler(ping::PROTOCOL, ping::serve)?;
+        let weak = Arc::downgrade(&host.inner);
+        host.set_stream_handler(identify::PROTOCOL, move |s| {
+            let weak = weak.clone();
+            async move {
+                if let Some(inner) = weak.upgrade() {
+                    identify::serve(inner, s).await;
+                }
+            }
+        })?;
+        tracing::info!(peer = %peer_id, "host created");
+        Ok(host)
+    }
+
+    /// This host's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    /// This host's key pair.
+    pub fn keypair(&self) -> &Keypair {
+        &self.inner.keypair
+    }
+
+    /// The configuration the host was built with.
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+
+    /// The peer store.
+    pub fn peer_store(&self) -> &PeerStore {
+        &self.inner.peer_store
+    }
+
+    /// Registers `handler` for inbound streams on `protocol`, replacing any handler already there.
+    ///
+    /// The handler is called with each negotiated inbound stream; the future it returns runs on a
+    /// task owned by the host and is cancelled at shutdown.
+    pub fn set_stream_handler<F, Fut>(
+        &self,
+        protocol: impl Into<String>,
+        handler: F,
+    ) -> Result<(), HostError>
+    where
+        F: Fn(InboundStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let protocol = protocol.into();
+        validate_protocol(&protocol)?;
+        let handler: HandlerFn = Arc::new(move |s| Box::pin(handler(s)));
+        self.inner.handlers.write().insert(protocol, handler);
+        Ok(())
+    }
+
+    /// Registers `protocol` and returns a bounded channel of its inbound streams. When the
+    /// channel is full, new streams wait (each holding a slot of its connection's stream limit).
+    pub fn accept_streams(
+        &self,
+        protocol: impl Into<String>,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<InboundStream>, HostError> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.set_stream_handler(protocol, move |s| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(s).await;
+            }
+        })?;
+        Ok(rx)
+    }
+
+    /// Removes the handler of `protocol`; returns whether there was one. New inbound streams on it
+    /// are then refused by negotiation; streams already handed out run on.
+    pub fn remove_stream_handler(&self, protocol: &str) -> bool {
+        self.inner.handlers.write().remove(protocol).is_some()
+    }
+
+    /// The protocols this host serves, sorted.
+    pub fn protocols(&self) -> Vec<String> {
+        let mut p: Vec<String> = self.inner.handlers.read().keys().cloned().collect();
+        p.sort();
+        p
+    }
+
+    /// Whether a handler is registered for `protocol`.
+    pub fn check_proto_exists(&self, protocol: &str) -> bool {
+        self.inner.handlers.read().contains_key(protocol)
+    }
+
+    /// Opens a stream to `peer`, negotiating the first of `protocols` the peer supports.
+    ///
+    /// Reuses a live connection, or dials the peer's addresses from the peer store.
+    pub async fn new_stream<I, P>(&self, peer: PeerId, protocols: I) -> Result<Stream, HostError>
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        let protocols: Vec<String> = protocols.into_iter().map(Into::into).collect();
+        if protocols.is_empty() {
+            return Err(HostError::InvalidProtocol(String::new()));
+        }
+        for p in &protocols {
+            validate_protocol(p)?;
+        }
+        let handle = self.inner.connect(peer).await?;
+        self.inner.open_stream_on(&handle, &protocols).await
+    }
+
+    /// Makes sure we are connected to `peer`, dialing its known addresses if needed.
+    pub async fn connect(&self, peer: PeerId) -> Result<(), HostError> {
+        self.inner.connect(peer).await.map(drop)
+    }
+
+    /// Dials `addr`. With a `/p2p/<id>` suffix the peer that answers must be that peer, an
+    /// existing connection to it is reused and concurrent dials to it are coalesced.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, HostError> {
+        self.inner.dial(addr).await
+    }
+
+    /// Starts listening on `addr` (`/ip4|ip6/<ip>/tcp/<port>`; port 0 picks a free port) and
+    /// returns the address actually bound.
+    pub async fn listen_on(&self, addr: Multiaddr) -> Result<Multiaddr, HostError> {
+        self.inner.listen_on(addr).await
+    }
+
+    /// Stops the listener bound to (or asked for) `addr`. Returns whether one was found.
+    pub fn close_listener(&self, addr: &Multiaddr) -> bool {
+        self.inner.close_listener(addr)
+    }
+
+    /// The addresses this host listens on.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.inner
+            .listeners
+            .lock()
+            .values()
+            .flat_map(|l| l.addrs.clone())
+            .collect()
+    }
+
+    /// Our own addresses as peers reported seeing them (through identify), most recent first.
+    pub fn observed_addrs(&self) -> Vec<Multiaddr> {
+        self.inner.observed_addrs.lock().clone()
+    }
+
+    /// Measures the round-trip time to `peer` with `/ipfs/ping/1.0.0`.
+    pub async fn ping(&self, peer: PeerId) -> Result<Duration, HostError> {
+        let stream = self.new_stream(peer, [ping::PROTOCOL]).await?;
+        ping::ping(stream, self.inner.config.negotiation_timeout).await
+    }
+
+    /// The peers we have at least one live connection with.
+    pub fn connected_peers(&self) -> Vec<PeerId> {
+        self.inner.connections.lock().keys().copied().collect()
+    }
+
+    /// Whether we have a live connection with `peer`.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.inner.connections.lock().contains_key(peer)
+    }
+
+    /// The live connections (to `peer`, or to everyone).
+    pub fn connections(&self, peer: Option<&PeerId>) -> Vec<ConnectionInfo> {
+        let conns = self.inner.connections.lock();
+        conns
+            .iter()
+            .filter(|(p, _)| peer.is_none_or(|want| want == *p))
+            .flat_map(|(_, hs)| hs.iter())
+            .map(|h| ConnectionInfo {
+                id: h.id,
+                peer: h.peer,
+                direction: h.direction,
+                remote_addr: h.remote_addr.clone(),
+                open_streams: h.inbound_streams.load(Ordering::Relaxed)
+                    + h.outbound_streams.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Closes every connection to `peer`. Returns how many were closed.
+    pub fn close_peer(&self, peer: &PeerId) -> usize {
+        let conns = self.inner.connections.lock();
+        let Some(handles) = conns.get(peer) else {
+            return 0;
+        };
+        for h in handles {
+            h.close.cancel();
+        }
+        handles.len()
+    }
+
+    /// Protects `peer` from idle-connection closing until a matching [`Host::unprotect`].
+    /// Protection is counted: each `protect` needs its own `unprotect`.
+    pub fn protect(&self, peer: PeerId) {
+        *self.inner.protected.lock().entry(peer).or_default() += 1;
+    }
+
+    /// Undoes one [`Host::protect`].
+    pub fn unprotect(&self, peer: &PeerId) {
+        let mut protected = self.inner.protected.lock();
+        if let Some(n) = protected.get_mut(peer) {
+            *n -= 1;
+            if *n == 0 {
+                protected.remove(peer);
+            }
+        }
+    }
+
+    /// Subscribes to connection events.
+    pub fn events(&self) -> broadcast::Receiver<HostEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// A snapshot of the host's counters and gauges.
+    pub fn metrics(&self) -> HostMetrics {
+        self.inner.metrics.snapshot()
+    }
+
+    /// How many tasks the host is running (0 after [`Host::shutdown`]).
+    pub fn task_count(&self) -> usize {
+        self.inner.tasks.len()
+    }
+
+    /// Whether [`Host::shutdown`] has been called.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.is_shut_down.load(Ordering::Acquire)
+    }
+
+    /// Closes listeners and connections and waits until every task the host spawned has ended.
+    /// Idempotent; after it, every operation fails with [`HostError::ShutDown`].
+    pub async fn shutdown(&self) {
+        if !self.inner.is_shut_down.swap(true, Ordering::AcqRel) {
+            tracing::info!(peer = %self.inner.peer_id, "host shutting down");
+        }
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        // Callers still waiting for a coalesced dial learn that the host is gone.
+        self.inner.pending_dials.lock().clear();
+        self.inner.tasks.wait().await;
+        // Handlers may hold host handles: dropping them breaks the reference cycle.
+        self.inner.handlers.write().clear();
+        self.inner.listeners.lock().clear();
+    }
+}
+
+fn validate_protocol(protocol: &str) -> Result<(), HostError> {
+    if !protocol.starts_with('/') || protocol.len() > MAX_PROTOCOL_LEN || protocol.contains('\n') {
+        return Err(HostError::InvalidProtocol(protocol.to_owned()));
+    }
+    Ok(())
+}
+
+impl HostInner {
+    pub(crate) fn check_running(&self) -> Result<(), HostError> {
+        if self.shutdown.is_cancelled() {
+            return Err(HostError::ShutDown);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Spawns a task the host owns; it is cancelled at shutdown and joined by it.
+    pub(crate) fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let token = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = fut => {}
+            }
+        });
+    }
+
+    pub(crate) fn emit(&self, event: HostEvent) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn is_protected(&self, peer: &PeerId) -> bool {
+        self.protected.lock().contains_key(peer)
+    }
+
+    pub(crate) fn protocol_names(&self) -> Vec<String> {
+        self.handlers.read().keys().cloned().collect()
+    }
+
+    /// A live connection to `peer`, if any.
+    pub(crate) fn connection_to(&self, peer: &PeerId) -> Option<ConnectionHandle> {
+        self.connections
+            .lock()
+            .get(peer)
+            .and_then(|hs| hs.iter().find(|h| !h.close.is_cancelled()).cloned())
+    }
+
+    /// Registers an established connection and starts its task, or refuses it over a limit.
+    pub(crate) fn add_connection(
+        self: &Arc<Self>,
+        peer: PeerId,
+        muxer: StreamMuxerBox,
+        direction: Direction,
+        remote_addr: Multiaddr,
+    ) -> Result<ConnectionHandle, HostError> {
+        let limits = &self.config.limits;
+        let (tx, rx) = mpsc::channel(connection::OPEN_CHANNEL_CAPACITY);
+        let handle = {
+            let mut conns = self.connections.lock();
+            self.check_running()?;
+            let total: usize = conns.values().map(Vec::len).sum();
+            let limit = if total >= limits.max_connections {
+                Some(LimitKind::Connections)
+            } else if conns.get(&peer).map_or(0, Vec::len) >= limits.max_connections_per_peer {
+                Some(LimitKind::ConnectionsPerPeer)
+            } else {
+                None
+            };
+            if let Some(limit) = limit {
+                Metrics::inc(&self.metrics.refused_connections);
+                if self.warn_limiter.allow() {
+                    tracing::warn!(%peer, %remote_addr, %limit, "connection refused: limit reached");
+                }
+                return Err(HostError::LimitReached { limit });
+            }
+            let handle = ConnectionHandle {
+                id: ConnectionId(self.next_id()),
+                peer,
+                direction,
+                remote_addr: remote_addr.clone(),
+                opener: tx,
+                close: self.shutdown.child_token(),
+                inbound_streams: Default::default(),
+                outbound_streams: Default::default(),
+                ended: Default::default(),
+            };
+            conns.entry(peer).or_default().push(handle.clone());
+            match direction {
+                Direction::Inbound => &self.metrics.connections_inbound,
+                Direction::Outbound => &self.metrics.connections_outbound,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+            handle
+        };
+        tracing::debug!(%peer, conn = %handle.id, ?direction, %remote_addr, "connection established");
+        // The connection task watches its own token (a child of the shutdown token) so that it
+        // can say goodbye to the peer before it ends.
+        self.tasks
+            .spawn(connection::run(self.clone(), handle.clone(), muxer, rx));
+        self.emit(HostEvent::Connected {
+            peer,
+            connection: handle.id,
+            direction,
+            remote_addr,
+        });
+        if self.config.identify {
+            let inner = self.clone();
+            let h = handle.clone();
+            self.spawn(async move { identify::request(inner, h).await });
+        }
+        Ok(handle)
+    }
+
+    /// Forgets a connection whose task has ended.
+    pub(crate) fn remove_connection(&self, handle: &ConnectionHandle) {
+        let remaining = {
+            let mut conns = self.connections.lock();
+            let Some(list) = conns.get_mut(&handle.peer) else {
+                return;
+            };
+            let before = list.len();
+            list.retain(|h| h.id != handle.id);
+            if list.len() == before {
+                return;
+            }
+            let remaining = list.len();
+            if remaining == 0 {
+                conns.remove(&handle.peer);
+            }
+            remaining
+        };
+        match handle.direction {
+            Direction::Inbound => &self.metrics.connections_inbound,
+            Direction::Outbound => &self.metrics.connections_outbound,
+        }
+        .fetch_sub(1, Ordering::Relaxed);
+        self.emit(HostEvent::Disconnected {
+            peer: handle.peer,
+            connection: handle.id,
+            direction: handle.direction,
+            remote_addr: handle.remote_addr.clone(),
+            remaining,
+        });
+    }
+
+    /// Called by a connection task for each substream the peer opens.
+    pub(crate) fn on_inbound_substream(
+        self: &Arc<Self>,
+        handle: &ConnectionHandle,
+        substream: SubstreamBox,
+    ) {
+        let limit = self.config.limits.max_inbound_streams_per_connection;
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        if handle.inbound_streams.load(Ordering::Relaxed) >= limit {
+            Metrics::inc(&self.metrics.refused_streams);
+            if self.warn_limiter.allow() {
+                tracing::warn!(peer = %handle.peer, conn = %handle.id, limit, "inbound stream refused: limit reached");
+            }
+            drop(substream); // resets it
+            return;
+        }
+        let guard = StreamGuard::new(handle.inbound_streams.clone(), self.metrics.clone());
+        let inner = self.clone();
+        let peer = handle.peer;
+        let conn = handle.id;
+        let remote_addr = handle.remote_addr.clone();
+        let ended = handle.ended.clone();
+        self.spawn(async move {
+            let names = inner.protocol_names();
+            let negotiation = tokio::time::timeout(
+                inner.config.negotiation_timeout,
+                multistream_select::listener_select_proto(substream, names),
+            )
+            .await;
+            let (protocol, io) = match negotiation {
+                Ok(Ok(ok)) => ok,
+                Ok(Err(e)) => {
+                    Metrics::inc(&inner.metrics.failed_negotiations);
+                    tracing::debug!(%peer, %conn, error = %e, "inbound stream negotiation failed");
+                    return;
+                }
+                Err(_) => {
+                    Metrics::inc(&inner.metrics.failed_negotiations);
+                    tracing::debug!(%peer, %conn, "inbound stream negotiation timed out");
+                    return;
+                }
+            };
+            let Some(handler) = inner.handlers.read().get(&protocol).cloned() else {
+                tracing::debug!(%peer, %protocol, "handler removed during negotiation");
+                return;
+            };
+            let stream = Stream::new(io, protocol.clone(), peer, conn, guard, ended);
+            handler(InboundStream {
+                stream,
+                peer,
+                protocol,
+                remote_addr,
+            })
+            .await;
+        });
+    }
+
+    /// Opens a substream on `handle` and negotiates one of `protocols` as the dialer.
+    pub(crate) async fn open_stream_on(
+        &self,
+        handle: &ConnectionHandle,
+        protocols: &[String],
+    ) -> Result<Stream, HostError> {
+        let limit = self.config.limits.max_outbound_streams_per_connection;
+        if handle.outbound_streams.load(Ordering::Relaxed) >= limit {
+            return Err(HostError::LimitReached {
+                limit: LimitKind::OutboundStreams,
+            });
+        }
+        let guard = StreamGuard::new(handle.outbound_streams.clone(), self.metrics.clone());
+        let timeout = self.config.negotiation_timeout;
+        let timed_out = || HostError::Timeout {
+            operation: "protocol negotiation",
+            after: timeout,
+        };
+        let peer = handle.peer;
+        let negotiate = async {
+            let substream = handle.open_substream().await?;
+            multistream_select::dialer_select_proto(substream, protocols.iter(), Version::V1)
+                .await
+                .map_err(|e| match e {
+                    NegotiationError::Failed => HostError::ProtocolNotSupported {
+                        peer,
+                        protocols: protocols.to_vec(),
+                    },
+                    NegotiationError::ProtocolError(e) => HostError::Negotiation {
+                        peer,
+                        reason: e.to_string(),
+                    },
+                })
+        };
+        let (protocol, io) = tokio::time::timeout(timeout, negotiate)
+            .await
+            .map_err(|_| timed_out())??;
+        Ok(Stream::new(
+            io,
+            protocol.clone(),
+            peer,
+            handle.id,
+            guard,
+            handle.ended.clone(),
+        ))
+    }
+
+    pub(crate) fn pending_dial_waiter(
+        &self,
+        peer: PeerId,
+    ) -> (oneshot::Receiver<Result<ConnectionHandle, HostError>>, bool) {
+        let (tx, rx) = oneshot::channel();
+        let mut pending = self.pending_dials.lock();
+        let first = !pending.contains_key(&peer);
+        pending.entry(peer).or_default().push(tx);
+        (rx, first)
+    }
+}

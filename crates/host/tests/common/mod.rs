@@ -1,0 +1,63 @@
+//! Helpers shared by the host's integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use p2pnet_host::{Host, HostConfig, HostEvent, Multiaddr, PeerId, generate_keypair, with_p2p};
+use tokio::io::AsyncWriteExt;
+
+pub const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+
+/// A host listening on a free loopback port; returns it and its full `/p2p/` address.
+pub async fn listening(config: HostConfig) -> (Host, Multiaddr) {
+    let host = Host::new(generate_keypair(), config).unwrap();
+    let addr = host.listen_on(LOOPBACK.parse().unwrap()).await.unwrap();
+    let full = with_p2p(&addr, host.peer_id());
+    (host, full)
+}
+
+pub fn host(config: HostConfig) -> Host {
+    Host::new(generate_keypair(), config).unwrap()
+}
+
+/// Registers an echo handler on `protocol`: copies until EOF, then half-closes.
+pub fn serve_echo(host: &Host, protocol: &str) {
+    host.set_stream_handler(protocol, |mut s: p2pnet_host::InboundStream| async move {
+        let (mut r, mut w) = tokio::io::split(&mut s.stream);
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    })
+    .unwrap();
+}
+
+/// Waits (bounded) until `cond` holds.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Waits (bounded) for an event matching `pred`.
+pub async fn wait_event(
+    rx: &mut tokio::sync::broadcast::Receiver<HostEvent>,
+    mut pred: impl FnMut(&HostEvent) -> bool,
+) -> HostEvent {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let ev = rx.recv().await.expect("event channel closed");
+            if pred(&ev) {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for event")
+}
+
+pub fn peer_of(addr: &Multiaddr) -> PeerId {
+    p2pnet_host::without_p2p(addr).1.unwrap()
+}

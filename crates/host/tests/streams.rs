@@ -1,0 +1,398 @@
+//! Streams between two real hosts on loopback: echo, bulk, half close, many streams, errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use p2pnet_host::{Direction, HostConfig, HostError, HostEvent, Limits, with_p2p};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn connect_both_ways_with_directions() {
+    let (a, a_addr) = listening(HostConfig::default()).await;
+    let (b, b_addr) = listening(HostConfig::default()).await;
+    let mut a_events = a.events();
+    let mut b_events = b.events();
+
+    assert_eq!(a.dial(b_addr.clone()).await.unwrap(), b.peer_id());
+    let ev = wait_event(&mut a_events, |e| matches!(e, HostEvent::Connected { .. })).await;
+    assert!(
+        matches!(ev, HostEvent::Connected { direction: Direction::Outbound, peer, .. } if peer == b.peer_id())
+    );
+    let ev = wait_event(&mut b_events, |e| matches!(e, HostEvent::Connected { .. })).await;
+    assert!(
+        matches!(ev, HostEvent::Connected { direction: Direction::Inbound, peer, .. } if peer == a.peer_id())
+    );
+
+    // Dialing back by /p2p/ address reuses the live connection.
+    assert_eq!(b.dial(a_addr).await.unwrap(), a.peer_id());
+    assert_eq!(b.connections(Some(&a.peer_id())).len(), 1);
+
+    // And a third host dials the first: the other direction for `a`.
+    let c = host(HostConfig::default());
+    c.dial(with_p2p(&a.listen_addrs()[0], a.peer_id()))
+        .await
+        .unwrap();
+    eventually("a sees c", || a.is_connected(&c.peer_id())).await;
+    assert_eq!(
+        a.connections(Some(&c.peer_id()))[0].direction,
+        Direction::Inbound
+    );
+    assert_eq!(a.metrics().connections_inbound, 1);
+    assert_eq!(a.metrics().connections_outbound, 1);
+    for h in [a, b, c] {
+        h.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn echo_round_trip() {
+    let (server, addr) = listening(HostConfig::default()).await;
+    serve_echo(&server, "/echo/1.0.0");
+    let client = host(HostConfig::default());
+    let peer = client.dial(addr).await.unwrap();
+    let mut s = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    assert_eq!(s.protocol(), "/echo/1.0.0");
+    assert_eq!(s.peer(), server.peer_id());
+    for round in 0..10u8 {
+        let msg = vec![round; 100 + round as usize];
+        s.write_all(&msg).await.unwrap();
+        let mut back = vec![0; msg.len()];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, msg);
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_mib_with_sha256() {
+    const LEN: usize = 64 << 20;
+    let (server, addr) = listening(HostConfig::default()).await;
+    // The server hashes what it receives and answers with the digest.
+    server
+        .set_stream_handler(
+            "/sink/1.0.0",
+            |mut s: p2pnet_host::InboundStream| async move {
+                let mut hasher = Sha256::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0usize;
+                loop {
+                    let n = s.stream.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    total += n;
+                    hasher.update(&buf[..n]);
+                }
+                s.stream
+                    .write_all(&(total as u64).to_be_bytes())
+                    .await
+                    .unwrap();
+                s.stream.write_all(&hasher.finalize()).await.unwrap();
+                s.stream.shutdown().await.unwrap();
+            },
+        )
+        .unwrap();
+    let client = host(HostConfig::default());
+    let peer = client.dial(addr).await.unwrap();
+    let mut s = client.new_stream(peer, ["/sink/1.0.0"]).await.unwrap();
+    let mut expected = Sha256::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for _ in 0..LEN / chunk.len() {
+        for b in chunk.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        expected.update(&chunk);
+        s.write_all(&chunk).await.unwrap();
+    }
+    s.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply.len(), 8 + 32);
+    assert_eq!(
+        u64::from_be_bytes(reply[..8].try_into().unwrap()),
+        LEN as u64
+    );
+    assert_eq!(&reply[8..], expected.finalize().as_slice());
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn half_close_still_reads_reply() {
+    let (server, addr) = listening(HostConfig::default()).await;
+    // Reads the whole request first, then answers: needs a working half close.
+    server
+        .set_stream_handler(
+            "/upper/1.0.0",
+            |mut s: p2pnet_host::InboundStream| async move {
+                let mut req = Vec::new();
+                s.stream.read_to_end(&mut req).await.unwrap();
+                s.stream.write_all(&req.to_ascii_uppercase()).await.unwrap();
+                s.stream.shutdown().await.unwrap();
+            },
+        )
+        .unwrap();
+    let client = host(HostConfig::default());
+    let peer = client.dial(addr).await.unwrap();
+    let mut s = client.new_stream(peer, ["/upper/1.0.0"]).await.unwrap();
+    s.write_all(b"request body").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply, b"REQUEST BODY");
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_streams_on_one_connection() {
+    let (server, addr) = listening(HostConfig::default()).await;
+    serve_echo(&server, "/echo/1.0.0");
+    let client = host(HostConfig::default());
+    let peer = client.dial(addr).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1000u32 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut s = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+            let msg = i.to_be_bytes().repeat(16);
+            s.write_all(&msg).await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            s.read_to_end(&mut back).await.unwrap();
+            assert_eq!(back, msg);
+        });
+    }
+    let mut done = 0;
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+        done += 1;
+    }
+    assert_eq!(done, 1000);
+    assert_eq!(
+        client.connections(None).len(),
+        1,
+        "all streams on one connection"
+    );
+    assert_eq!(server.metrics().refused_streams, 0);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_protocol_is_not_supported() {
+    let (server, addr) = listening(HostConfig::default()).await;
+    let client = host(HostConfig::default());
+    let peer = client.dial(addr).await.unwrap();
+    let err = client
+        .new_stream(peer, ["/nope/1.0.0", "/nope/2.0.0"])
+        .await
+        .unwrap_err();
+    match err {
+        HostError::ProtocolNotSupported { peer: p, protocols } => {
+            assert_eq!(p, server.peer_id());
+            assert_eq!(protocols, vec!["/nope/1.0.0", "/nope/2.0.0"]);
+        }
+        other => panic!("expected ProtocolNotSupported, got {other:?}"),
+    }
+    // The connection and host are unharmed.
+    serve_echo(&server, "/echo/1.0.0");
+    let mut s = client
+        .new_stream(peer, ["/nope/1.0.0", "/echo/1.0.0"])
+        .await
+        .unwrap();
+    assert_eq!(s.protocol(), "/echo/1.0.0");
+    s.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.unwrap();
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn handler_removal_refuses_new_streams() {
+    let (server, addr) = listening(HostConfig::default()).await;
+    serve_echo(&server, "/echo/1.0.0");
+    assert!(server.check_proto_exists("/echo/1.0.0"));
+    assert!(server.protocols().contains(&"/echo/1.0.0".to_owned()));
+    let client = host(HostConfig::default());
+    let peer = client.dial(addr).await.unwrap();
+    let mut open = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    assert!(server.remove_stream_handler("/echo/1.0.0"));
+    assert!(!server.remove_stream_handler("/echo/1.0.0"));
+    assert!(!server.check_proto_exists("/echo/1.0.0"));
+    let err = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap_err();
+    assert!(
+        matches!(err, HostError::ProtocolNotSupported { .. }),
+        "{err:?}"
+    );
+    // The stream opened before the removal runs on.
+    open.write_all(b"still").await.unwrap();
+    let mut back = [0u8; 5];
+    open.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"still");
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_protocol_names_are_rejected() {
+    let h = host(HostConfig::default());
+    assert!(matches!(
+        h.set_stream_handler("no-slash", |_s| async {}),
+        Err(HostError::InvalidProtocol(_))
+    ));
+    let err = h.new_stream(h.peer_id(), ["bad"]).await.unwrap_err();
+    assert!(matches!(err, HostError::InvalidProtocol(_)));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn inbound_stream_limit_is_enforced() {
+    let config = HostConfig {
+        limits: Limits {
+            max_inbound_streams_per_connection: 2,
+            ..Limits::default()
+        },
+        identify: false,
+        ..HostConfig::default()
+    };
+    let (server, addr) = listening(config).await;
+    serve_echo(&server, "/echo/1.0.0");
+    let client = host(HostConfig {
+        identify: false,
+        ..HostConfig::default()
+    });
+    let peer = client.dial(addr).await.unwrap();
+    let s1 = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    let s2 = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    // The refused stream is reset; yamux shows the opener a reset during negotiation as an end
+    // of stream, so it surfaces as a failed negotiation.
+    let err = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HostError::ProtocolNotSupported { .. } | HostError::Negotiation { .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(server.metrics().refused_streams, 1);
+    // Freeing a slot lets the next stream in: the node is unharmed.
+    drop(s1);
+    eventually("slot freed", || server.metrics().streams_open < 2).await;
+    let mut s3 = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    s3.write_all(b"ok").await.unwrap();
+    let mut b = [0u8; 2];
+    s3.read_exact(&mut b).await.unwrap();
+    drop(s2);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn outbound_stream_limit_is_enforced() {
+    let (server, addr) = listening(HostConfig::default()).await;
+    serve_echo(&server, "/echo/1.0.0");
+    let client = host(HostConfig {
+        limits: Limits {
+            max_outbound_streams_per_connection: 1,
+            ..Limits::default()
+        },
+        identify: false,
+        ..HostConfig::default()
+    });
+    let peer = client.dial(addr).await.unwrap();
+    let _s1 = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    let err = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HostError::LimitReached {
+                limit: p2pnet_host::LimitKind::OutboundStreams
+            }
+        ),
+        "{err:?}"
+    );
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn stream_reset_stops_the_peer_writing() {
+    let (server, addr) = listening(HostConfig::default()).await;
+    let mut incoming = server.accept_streams("/r/1.0.0", 4).unwrap();
+    let client = host(HostConfig::default());
+    let peer = client.dial(addr).await.unwrap();
+    let mut s = client.new_stream(peer, ["/r/1.0.0"]).await.unwrap();
+    s.write_all(b"abc").await.unwrap();
+    s.flush().await.unwrap();
+    let mut inbound = tokio::time::timeout(Duration::from_secs(5), incoming.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inbound.peer, client.peer_id());
+    let mut b = [0u8; 3];
+    inbound.stream.read_exact(&mut b).await.unwrap();
+    s.reset();
+    // Reads end, and writes fail: the peer learns promptly that nobody listens.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        inbound.stream.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    assert!(rest.is_empty());
+    let chunk = vec![0u8; 64 * 1024];
+    let write_failed = tokio::time::timeout(Duration::from_secs(5), async {
+        for _ in 0..1000 {
+            if inbound.stream.write_all(&chunk).await.is_err() {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(write_failed, "writes to a reset stream must fail");
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn lost_connection_is_a_read_error_not_eof() {
+    let (server, addr) = listening(HostConfig::default()).await;
+    let mut incoming = server.accept_streams("/r/1.0.0", 4).unwrap();
+    let client = host(HostConfig::default());
+    let peer = client.dial(addr).await.unwrap();
+    let mut s = client.new_stream(peer, ["/r/1.0.0"]).await.unwrap();
+    s.write_all(b"partial").await.unwrap();
+    s.flush().await.unwrap();
+    let mut inbound = tokio::time::timeout(Duration::from_secs(5), incoming.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut b = [0u8; 7];
+    inbound.stream.read_exact(&mut b).await.unwrap();
+    // The client goes away in the middle of the transfer.
+    client.shutdown().await;
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        inbound.stream.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    let err = r.expect_err("a lost connection must not look like a clean end of stream");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    drop(s);
+    server.shutdown().await;
+}
