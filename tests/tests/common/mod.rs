@@ -1,0 +1,1 @@
+pub mod rust_peer;
