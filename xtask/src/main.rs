@@ -1,9 +1,12 @@
 //! `cargo xtask`: the single entry point for the project's automation.
 //!
 //! `cargo xtask ci` runs exactly what CI runs: if it passes locally, CI is green.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool: printing is its job
 
 use std::process::Command;
 use std::time::Instant;
+
+mod bench;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -19,12 +22,22 @@ struct Cli {
 enum Cmd {
     /// Format check, clippy, the whole test suite, doc tests and docs, failing on the first failure.
     Ci,
+    /// Side-by-side benchmarks in release mode; writes `target/bench/report.json`.
+    Bench {
+        /// `host`, `dispatcher`, `messaging`, `forward` or `all`.
+        #[arg(default_value = "all")]
+        group: String,
+        /// Shorter runs (the whole of `all --quick` stays under 3 minutes).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Ci => ci(),
+        Cmd::Bench { group, quick } => bench::run(&group, quick),
     }
 }
 
@@ -37,7 +50,11 @@ struct Step {
 
 impl Step {
     fn new(name: &'static str, args: &[&'static str]) -> Self {
-        Self { name, args: args.to_vec(), env: Vec::new() }
+        Self {
+            name,
+            args: args.to_vec(),
+            env: Vec::new(),
+        }
     }
 
     fn env(mut self, key: &'static str, value: &'static str) -> Self {
@@ -54,7 +71,7 @@ fn has_nextest() -> bool {
         .unwrap_or(false)
 }
 
-fn cargo() -> String {
+pub(crate) fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
@@ -62,20 +79,59 @@ fn ci() -> Result<()> {
     let tests = if has_nextest() {
         Step::new(
             "tests (nextest)",
-            &["nextest", "run", "--workspace", "--all-targets", "--no-fail-fast"],
+            &[
+                "nextest",
+                "run",
+                "--workspace",
+                "--exclude",
+                "p2pnet-bench",
+                "--all-targets",
+                "--no-fail-fast",
+            ],
         )
     } else {
-        Step::new("tests (cargo test)", &["test", "--workspace", "--all-targets"])
+        Step::new(
+            "tests (cargo test)",
+            &[
+                "test",
+                "--workspace",
+                "--exclude",
+                "p2pnet-bench",
+                "--all-targets",
+            ],
+        )
     };
     let steps = [
         Step::new("fmt", &["fmt", "--all", "--", "--check"]),
         Step::new(
             "clippy",
-            &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+            &[
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "p2pnet-bench",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
         ),
         tests,
-        Step::new("doc tests", &["test", "--workspace", "--doc"]),
-        Step::new("docs", &["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"),
+        Step::new(
+            "doc tests",
+            &["test", "--workspace", "--exclude", "p2pnet-bench", "--doc"],
+        ),
+        Step::new(
+            "docs",
+            &[
+                "doc",
+                "--workspace",
+                "--exclude",
+                "p2pnet-bench",
+                "--no-deps",
+            ],
+        )
+        .env("RUSTDOCFLAGS", "-D warnings"),
     ];
     let started = Instant::now();
     for step in &steps {

@@ -1,0 +1,148 @@
+//! `host` group: one stream's bulk throughput (plain TCP, p2pnet-host, rust-libp2p), connection
+//! set-up and stream-open latency.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use p2pnet_host::{Host, HostConfig, InboundStream, generate_keypair, with_p2p};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::report::Figure;
+use crate::rust_libp2p;
+
+const SINK: &str = "/bench/sink/1.0.0";
+const CHUNK: usize = 256 * 1024;
+
+fn mib_per_s(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64()
+}
+
+/// Reads until EOF, then answers one byte: the sender's clock stops when all bytes arrived.
+async fn sink<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S) {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+    let _ = s.write_all(&[1]).await;
+    let _ = s.shutdown().await;
+}
+
+async fn send<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    bytes: u64,
+    chunk: &[u8],
+) -> Result<()> {
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        s.write_all(&chunk[..n]).await?;
+        left -= n as u64;
+    }
+    s.shutdown().await?;
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack).await?;
+    Ok(())
+}
+
+async fn host_pair() -> Result<(Host, Host, p2pnet_host::PeerId)> {
+    let server = Host::new(generate_keypair(), HostConfig::default())?;
+    let addr = server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
+    server.set_stream_handler(SINK, |s: InboundStream| sink(s.stream))?;
+    let client = Host::new(generate_keypair(), HostConfig::default())?;
+    let peer = client.dial(with_p2p(&addr, server.peer_id())).await?;
+    Ok((server, client, peer))
+}
+
+pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
+    let rounds = if quick { 3 } else { 7 };
+    let bytes: u64 = if quick { 256 << 20 } else { 1 << 30 };
+    let chunk = vec![0x5a_u8; CHUNK];
+
+    // Plain TCP.
+    let tcp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let tcp_addr = tcp_listener.local_addr()?;
+    let tcp_server = tokio::spawn(async move {
+        while let Ok((s, _)) = tcp_listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(sink(s));
+        }
+    });
+    let (server, client, peer) = host_pair().await?;
+    let mut theirs = rust_libp2p::Pair::new().await?;
+
+    let mut tcp = Figure::new("tcp.throughput", "MiB/s", true);
+    let mut ours = Figure::new("host.stream.throughput", "MiB/s", true);
+    let mut rust = Figure::new("rust_libp2p.stream.throughput", "MiB/s", true);
+    for _ in 0..rounds {
+        let s = tokio::net::TcpStream::connect(tcp_addr).await?;
+        s.set_nodelay(true)?;
+        let t = Instant::now();
+        send(s, bytes, &chunk).await?;
+        tcp.samples.push(mib_per_s(bytes, t.elapsed()));
+
+        let t = Instant::now();
+        let s = client.new_stream(peer, [SINK]).await?;
+        send(s, bytes, &chunk).await?;
+        ours.samples.push(mib_per_s(bytes, t.elapsed()));
+
+        let t = Instant::now();
+        theirs.transfer(bytes, &chunk).await?;
+        rust.samples.push(mib_per_s(bytes, t.elapsed()));
+    }
+
+    // Stream open on a live connection (negotiated, then closed), and a whole new connection
+    // (TCP + noise + yamux + first negotiated stream).
+    let opens = if quick { 200 } else { 1000 };
+    let mut stream_open = Figure::new("host.stream_open", "µs", false);
+    let mut connect = Figure::new("host.connect", "ms", false);
+    let server_addr = with_p2p(&server.listen_addrs()[0], server.peer_id());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..opens {
+            let mut s = client.new_stream(peer, [SINK]).await?;
+            s.shutdown().await?;
+            let mut ack = [0u8; 1];
+            s.read_exact(&mut ack).await?;
+        }
+        stream_open
+            .samples
+            .push(t.elapsed().as_secs_f64() * 1e6 / opens as f64);
+
+        let fresh = Host::new(
+            generate_keypair(),
+            HostConfig {
+                identify: false,
+                ..HostConfig::default()
+            },
+        )?;
+        let t = Instant::now();
+        let p = fresh.dial(server_addr.clone()).await?;
+        let mut s = fresh.new_stream(p, [SINK]).await?;
+        s.shutdown().await?;
+        let mut ack = [0u8; 1];
+        s.read_exact(&mut ack).await?;
+        connect.samples.push(t.elapsed().as_secs_f64() * 1e3);
+        fresh.shutdown().await;
+    }
+
+    client.shutdown().await;
+    server.shutdown().await;
+    tcp_server.abort();
+
+    let vs_tcp = ours.clone().against(&tcp);
+    let mut vs_rust = ours.clone().against(&rust);
+    vs_rust.name = "host.stream.throughput.vs_rust_libp2p".into();
+    let rust_vs_tcp = rust.clone().against(&tcp);
+    Ok(vec![
+        tcp,
+        vs_tcp,
+        rust_vs_tcp,
+        vs_rust,
+        stream_open,
+        connect,
+    ])
+}
