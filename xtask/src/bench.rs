@@ -141,8 +141,8 @@ fn print_table(report: &Value) {
         m["cpu"], m["cores"], m["kernel"]
     );
     println!(
-        "{:<42} {:>14} {:<9} {:>23}  {}",
-        "name", "median", "unit", "min – max", "ratio (>1 is better for us)"
+        "{:<42} {:>14} {:<9} {:>23}  ratio (>1 is better for us)",
+        "name", "median", "unit", "min – max"
     );
     for r in report["results"].as_array().into_iter().flatten() {
         let num = |k: &str| r[k].as_f64().map_or("-".into(), |v| format!("{v:.1}"));
