@@ -48,16 +48,20 @@ async fn send<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn host_pair() -> Result<(Host, Host, p2pnet_host::PeerId)> {
-    let server = Host::new(generate_keypair(), HostConfig::default())?;
+async fn host_pair(config: HostConfig) -> Result<(Host, Host, p2pnet_host::PeerId)> {
+    let server = Host::new(generate_keypair(), config.clone())?;
     let addr = server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
     server.set_stream_handler(SINK, |s: InboundStream| sink(s.stream))?;
-    let client = Host::new(generate_keypair(), HostConfig::default())?;
+    let client = Host::new(generate_keypair(), config)?;
     let peer = client.dial(with_p2p(&addr, server.peer_id())).await?;
     Ok((server, client, peer))
 }
 
-pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
+pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<Vec<Figure>> {
+    let mut config = HostConfig::default();
+    if let Some(size) = split_send_size {
+        config.yamux_split_send_size = size;
+    }
     let rounds = if quick { 3 } else { 7 };
     let bytes: u64 = if quick { 256 << 20 } else { 1 << 30 };
     let chunk = vec![0x5a_u8; CHUNK];
@@ -71,7 +75,7 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
             tokio::spawn(sink(s));
         }
     });
-    let (server, client, peer) = host_pair().await?;
+    let (server, client, peer) = host_pair(config).await?;
     let mut theirs = rust_libp2p::Pair::new().await?;
 
     let mut tcp = Figure::new("tcp.throughput", "MiB/s", true);

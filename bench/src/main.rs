@@ -24,6 +24,9 @@ struct Args {
     /// One JSON object per result on stdout.
     #[arg(long)]
     json: bool,
+    /// Override the host's yamux frame size (bytes), to measure its effect.
+    #[arg(long)]
+    yamux_split_send_size: Option<usize>,
 }
 
 fn main() -> Result<()> {
@@ -33,7 +36,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let results = match args.group.as_str() {
-        "host" => rt.block_on(host_bench::run(args.quick))?,
+        "host" => rt.block_on(host_bench::run(args.quick, args.yamux_split_send_size))?,
         other => anyhow::bail!("unknown group {other:?} (this binary runs: host)"),
     };
     report::print(&results, args.json);

@@ -1,6 +1,6 @@
 //! Connections: their ids and the task that owns each connection's muxer.
 //!
-//! One task per connection owns the `StreamMuxerBox` (it is not `Sync` and must be polled all the
+//! One task per connection owns the muxer (it is not `Sync` and must be polled all the
 //! time or every substream on it stalls). It answers open-stream requests that arrive over a
 //! bounded channel, hands inbound substreams to the host for negotiation on tasks of their own,
 //! closes the connection when it has been idle too long, and never waits on application code.
@@ -13,7 +13,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
-use libp2p_core::muxing::{StreamMuxerBox, StreamMuxerExt, SubstreamBox};
+use libp2p_core::muxing::StreamMuxerExt;
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 use tokio::sync::{mpsc, oneshot};
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::HostError;
 use crate::host::HostInner;
+use crate::muxer::Muxer;
 
 /// Identifies one connection for the lifetime of the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,7 +43,7 @@ pub enum Direction {
 }
 
 /// A request to open an outbound substream on a connection.
-pub(crate) type OpenRequest = oneshot::Sender<Result<SubstreamBox, HostError>>;
+pub(crate) type OpenRequest = oneshot::Sender<Result<yamux::Stream, HostError>>;
 
 /// Requests waiting for yamux to hand out a substream, per connection.
 const MAX_PENDING_OPENS: usize = 64;
@@ -68,7 +69,7 @@ pub(crate) struct ConnectionHandle {
 
 impl ConnectionHandle {
     /// Asks the connection task for a new outbound substream.
-    pub(crate) async fn open_substream(&self) -> Result<SubstreamBox, HostError> {
+    pub(crate) async fn open_substream(&self) -> Result<yamux::Stream, HostError> {
         let (tx, rx) = oneshot::channel();
         let closed = || HostError::ConnectionClosed { peer: self.peer };
         self.opener.send(tx).await.map_err(|_| closed())?;
@@ -92,7 +93,7 @@ enum Exit {
 pub(crate) async fn run(
     host: Arc<HostInner>,
     handle: ConnectionHandle,
-    mut muxer: StreamMuxerBox,
+    mut muxer: Muxer,
     mut requests: mpsc::Receiver<OpenRequest>,
 ) {
     let mut pending: VecDeque<OpenRequest> = VecDeque::new();

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use libp2p_core::muxing::{StreamMuxerBox, SubstreamBox};
 use libp2p_identity::{Keypair, PeerId};
 use multiaddr::Multiaddr;
 use multistream_select::{NegotiationError, Version};
@@ -97,7 +96,12 @@ impl Host {
     /// Must be called from within a tokio runtime. Registers the built-in protocols
     /// `/ipfs/ping/1.0.0` and `/ipfs/id/1.0.0`.
     pub fn new(keypair: Keypair, config: HostConfig) -> Result<Host, HostError> {
-        let dialer = transport::build(&keypair, &config.limits, config.handshake_timeout)?;
+        let dialer = transport::build(
+            &keypair,
+            &config.limits,
+            config.handshake_timeout,
+            config.yamux_split_send_size,
+        )?;
         let peer_id = keypair.public().to_peer_id();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let inner = Arc::new(HostInner {
@@ -425,7 +429,7 @@ impl HostInner {
     pub(crate) fn add_connection(
         self: &Arc<Self>,
         peer: PeerId,
-        muxer: StreamMuxerBox,
+        muxer: crate::muxer::Muxer,
         direction: Direction,
         remote_addr: Multiaddr,
     ) -> Result<ConnectionHandle, HostError> {
@@ -523,7 +527,7 @@ impl HostInner {
     pub(crate) fn on_inbound_substream(
         self: &Arc<Self>,
         handle: &ConnectionHandle,
-        substream: SubstreamBox,
+        substream: yamux::Stream,
     ) {
         let limit = self.config.limits.max_inbound_streams_per_connection;
         if self.shutdown.is_cancelled() {
@@ -545,10 +549,10 @@ impl HostInner {
         let ended = handle.ended.clone();
         self.spawn(async move {
             let names = inner.protocol_names();
-            let negotiation = tokio::time::timeout(
-                inner.config.negotiation_timeout,
-                multistream_select::listener_select_proto(substream, names),
-            )
+            let negotiation = tokio::time::timeout(inner.config.negotiation_timeout, async {
+                let io = crate::stream::ResetAware::new(substream);
+                multistream_select::listener_select_proto(io, names).await
+            })
             .await;
             let (protocol, io) = match negotiation {
                 Ok(Ok(ok)) => ok,
@@ -599,7 +603,8 @@ impl HostInner {
         let peer = handle.peer;
         let negotiate = async {
             let substream = handle.open_substream().await?;
-            multistream_select::dialer_select_proto(substream, protocols.iter(), Version::V1)
+            let io = crate::stream::ResetAware::new(substream);
+            multistream_select::dialer_select_proto(io, protocols.iter(), Version::V1)
                 .await
                 .map_err(|e| match e {
                     NegotiationError::Failed => HostError::ProtocolNotSupported {

@@ -46,6 +46,7 @@ mod identity;
 mod listen;
 mod log;
 mod metrics;
+mod muxer;
 mod peer_store;
 mod protocols;
 mod stream;

@@ -93,6 +93,7 @@ impl HostInner {
             &self.keypair,
             &self.config.limits,
             self.config.handshake_timeout,
+            self.config.yamux_split_send_size,
         )?;
         transport
             .listen_on(ListenerId::next(), addr.clone())

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use libp2p_core::muxing::SubstreamBox;
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 use multistream_select::Negotiated;
@@ -47,14 +46,15 @@ impl Drop for StreamGuard {
 /// peer can still write back. Dropping a stream that was not shut down resets it (yamux RST);
 /// [`Stream::reset`] says so explicitly.
 ///
-/// When the connection under a stream ends (the peer died, was disconnected or the host shut
-/// down) a read that would see the end of the stream fails with
-/// [`std::io::ErrorKind::ConnectionReset`] instead, so a truncated transfer is never mistaken
-/// for a complete one. (yamux reports a reset of a single stream by the peer as an end of
-/// stream on read; writes to such a stream fail.)
+/// A read that would see the end of the stream fails with
+/// [`std::io::ErrorKind::ConnectionReset`] instead when the peer reset the stream, or when the
+/// connection under it ended (the peer died, was disconnected, or a host shut down) before the
+/// peer closed its side: a truncated transfer is never mistaken for a complete one. (Once we
+/// have shut down our own side, a reset by the peer can no longer be told from its clean close;
+/// yamux then reports a plain end of stream.)
 #[derive(Debug)]
 pub struct Stream {
-    io: Compat<Negotiated<SubstreamBox>>,
+    io: Compat<Negotiated<ResetAware>>,
     protocol: String,
     peer: PeerId,
     connection: ConnectionId,
@@ -65,7 +65,7 @@ pub struct Stream {
 
 impl Stream {
     pub(crate) fn new(
-        io: Negotiated<SubstreamBox>,
+        io: Negotiated<ResetAware>,
         protocol: String,
         peer: PeerId,
         connection: ConnectionId,
@@ -155,4 +155,69 @@ pub struct InboundStream {
     pub protocol: String,
     /// The remote address of the connection the stream came on.
     pub remote_addr: Multiaddr,
+}
+
+/// A yamux stream that reports a reset by the peer as an error rather than an end of stream.
+///
+/// yamux answers a read on a stream the peer reset with `Ok(0)`, the same as a clean close.
+/// The two differ in the stream's state: after the peer's FIN it is `RecvClosed`; `Closed` while
+/// our own side is still open means a reset (or a connection that went away).
+#[derive(Debug)]
+pub(crate) struct ResetAware {
+    inner: yamux::Stream,
+    write_closed: bool,
+}
+
+impl ResetAware {
+    pub(crate) fn new(inner: yamux::Stream) -> Self {
+        Self {
+            inner,
+            write_closed: false,
+        }
+    }
+}
+
+impl futures::AsyncRead for ResetAware {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if n == 0 && !buf.is_empty() && !self.write_closed && self.inner.is_closed() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "stream reset by the peer",
+            )));
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl futures::AsyncWrite for ResetAware {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(Pin::new(&mut self.inner).poll_close(cx))?;
+        self.write_closed = true;
+        Poll::Ready(Ok(()))
+    }
 }

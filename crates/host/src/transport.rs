@@ -2,15 +2,15 @@
 
 use std::time::Duration;
 
-use libp2p_core::muxing::StreamMuxerBox;
 use libp2p_core::transport::{Boxed, Transport as _};
 use libp2p_core::upgrade::Version;
 use libp2p_identity::{Keypair, PeerId};
 
+use crate::muxer::{Muxer, YamuxUpgrade};
 use crate::{HostError, Limits};
 
 /// The boxed transport every listener and the dialer use.
-pub(crate) type BoxedTransport = Boxed<(PeerId, StreamMuxerBox)>;
+pub(crate) type BoxedTransport = Boxed<(PeerId, Muxer)>;
 
 /// Builds the transport for one listener or for dialing.
 ///
@@ -20,22 +20,20 @@ pub(crate) fn build(
     keypair: &Keypair,
     limits: &Limits,
     handshake_timeout: Duration,
+    split_send_size: usize,
 ) -> Result<BoxedTransport, HostError> {
     let noise = libp2p_noise::Config::new(keypair).map_err(|e| HostError::KeyFileMalformed {
         path: Default::default(),
         reason: format!("noise cannot use this key: {e}"),
     })?;
-    let mut yamux = libp2p_yamux::Config::default();
-    // Our own limits refuse streams first; yamux's limit is the hard backstop.
-    yamux.set_max_num_streams(
-        limits.max_inbound_streams_per_connection + limits.max_outbound_streams_per_connection + 16,
-    );
+    // Our own limits refuse streams first; yamux's stream limit is the hard backstop.
+    let yamux = YamuxUpgrade::new(limits, split_send_size);
     let tcp = libp2p_tcp::tokio::Transport::new(libp2p_tcp::Config::new().nodelay(true));
-    Ok(tcp
+    let upgraded = tcp
         .upgrade(Version::V1Lazy)
         .authenticate(noise)
         .multiplex(yamux)
-        .timeout(handshake_timeout)
-        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
-        .boxed())
+        .timeout(handshake_timeout);
+    // `Multiplexed::boxed` would box the muxer too; we keep its type.
+    Ok(libp2p_core::Transport::boxed(upgraded))
 }
