@@ -1,0 +1,703 @@
+//! Message sessions between real hosts on 127.0.0.1 (real TCP, noise, yamux).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use p2pnet_host::{Host, HostConfig, Multiaddr, PeerId, Stream, generate_keypair, with_p2p};
+use p2pnet_messaging::{
+    ByeReason, CloseReason, CodecError, Frame, FrameCodec, HandshakeFailure, Hello, InboundMessage,
+    MAGIC, MessagingConfig, MessagingError, Messenger, PROTOCOL, Priority, ProtocolVersion,
+    SessionEvent, raw_header,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{broadcast, mpsc};
+
+const T: Duration = Duration::from_secs(10);
+
+struct Node {
+    host: Host,
+    addr: Multiaddr,
+    m: Messenger,
+    rx: mpsc::Receiver<InboundMessage>,
+    events: broadcast::Receiver<SessionEvent>,
+}
+
+impl Node {
+    async fn new(config: MessagingConfig, sink_capacity: usize) -> Node {
+        let host = Host::new(generate_keypair(), HostConfig::default()).unwrap();
+        let addr = host
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = with_p2p(&addr, host.peer_id());
+        let (tx, rx) = mpsc::channel(sink_capacity);
+        let m = Messenger::new(host.clone(), config, tx);
+        let events = m.events();
+        m.start().unwrap();
+        Node {
+            host,
+            addr,
+            m,
+            rx,
+            events,
+        }
+    }
+
+    fn id(&self) -> PeerId {
+        self.host.peer_id()
+    }
+
+    async fn stop(self) {
+        tokio::time::timeout(T, self.m.shutdown()).await.unwrap();
+        assert_eq!(self.m.task_count(), 0);
+        self.host.shutdown().await;
+    }
+
+    async fn event(&mut self, mut pred: impl FnMut(&SessionEvent) -> bool) -> SessionEvent {
+        tokio::time::timeout(T, async {
+            loop {
+                let ev = self.events.recv().await.unwrap();
+                if pred(&ev) {
+                    return ev;
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for a session event")
+    }
+
+    async fn recv(&mut self) -> InboundMessage {
+        tokio::time::timeout(T, self.rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+async fn link(a: &Node, b: &Node) {
+    a.host.dial(b.addr.clone()).await.unwrap();
+    let (ma, mb, ia, ib) = (a.m.clone(), b.m.clone(), a.id(), b.id());
+    eventually("session both ways", || {
+        ma.has_session(&ib) && mb.has_session(&ia)
+    })
+    .await;
+}
+
+fn cfg() -> MessagingConfig {
+    MessagingConfig::default()
+}
+
+#[tokio::test]
+async fn handshake_ok_and_messages_both_ways() {
+    let mut a = Node::new(cfg(), 64).await;
+    let mut b = Node::new(cfg(), 64).await;
+    a.host.dial(b.addr.clone()).await.unwrap();
+    let bid = b.id();
+    let ev = a.event(|e| matches!(e, SessionEvent::Opened { .. })).await;
+    let SessionEvent::Opened {
+        peer,
+        client_version,
+        listen_addrs,
+        ..
+    } = ev
+    else {
+        unreachable!()
+    };
+    assert_eq!(peer, bid);
+    assert!(client_version.starts_with("p2pnet/"));
+    assert_eq!(listen_addrs, b.host.listen_addrs());
+    b.event(|e| matches!(e, SessionEvent::Opened { .. })).await;
+    // Exactly one session per peer on both sides, even though both opened a stream.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.m.peers(), vec![bid]);
+    assert_eq!(b.m.peers(), vec![a.id()]);
+    assert_eq!(a.m.metrics().sessions_open, 1);
+
+    a.m.send_to_peer(&bid, "tx", &b"one"[..], Priority::Normal)
+        .unwrap();
+    let big = Bytes::from(vec![7u8; 100_000]); // compressed on the link
+    a.m.send_to_peer(&bid, "block", big.clone(), Priority::Low)
+        .unwrap();
+    b.m.send_to_peer(&a.id(), "tx", &b"back"[..], Priority::High)
+        .unwrap();
+    let m1 = b.recv().await;
+    assert_eq!(
+        (m1.peer, m1.kind.as_str(), &m1.payload[..]),
+        (a.id(), "tx", &b"one"[..])
+    );
+    let m2 = b.recv().await;
+    assert_eq!(m2.payload, big);
+    assert_eq!(a.recv().await.payload, Bytes::from_static(b"back"));
+    let ma = a.m.metrics();
+    assert_eq!(ma.by_kind["block"].messages_out, 1);
+    assert!(
+        ma.wire_bytes_out < 10_000,
+        "compressed: {}",
+        ma.wire_bytes_out
+    );
+    let mb = b.m.metrics();
+    assert_eq!(mb.by_kind["block"].messages_in, 1);
+    assert_eq!(mb.by_kind["block"].bytes_in, 100_000);
+    assert!(matches!(
+        a.m.send_to_peer(&bid, "_hello", &b""[..], Priority::Normal),
+        Err(MessagingError::ReservedKind(_))
+    ));
+    assert!(matches!(
+        a.m.send_to_peer(&bid, "way-too-long-kind", &b""[..], Priority::Normal),
+        Err(MessagingError::Codec(CodecError::BadKind))
+    ));
+    a.stop().await;
+    b.stop().await;
+}
+
+fn refused_for(ev: &SessionEvent, bye: ByeReason) -> bool {
+    match ev {
+        SessionEvent::HandshakeFailed { reason, .. } => match reason {
+            HandshakeFailure::WrongChainId { .. } => bye == ByeReason::WrongChainId,
+            HandshakeFailure::IncompatibleVersion { .. } => bye == ByeReason::IncompatibleVersion,
+            HandshakeFailure::Refused { reason, .. } => *reason == bye,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn wrong_chain_id_is_refused_with_reason_and_disconnected() {
+    let mut a = Node::new(cfg(), 8).await;
+    let mut b = Node::new(
+        MessagingConfig {
+            chain_id: 2,
+            ..cfg()
+        },
+        8,
+    )
+    .await;
+    a.host.dial(b.addr.clone()).await.unwrap();
+    a.event(|e| refused_for(e, ByeReason::WrongChainId)).await;
+    b.event(|e| refused_for(e, ByeReason::WrongChainId)).await;
+    let (ha, bid) = (a.host.clone(), b.id());
+    eventually("disconnected", || !ha.is_connected(&bid)).await;
+    assert!(a.m.peers().is_empty() && b.m.peers().is_empty());
+    assert!(a.m.metrics().handshake_failures.values().sum::<u64>() >= 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn incompatible_version_is_refused() {
+    let mut a = Node::new(cfg(), 8).await;
+    let v2 = ProtocolVersion { major: 2, minor: 0 };
+    let mut b = Node::new(
+        MessagingConfig {
+            protocol_version: v2,
+            ..cfg()
+        },
+        8,
+    )
+    .await;
+    a.host.dial(b.addr.clone()).await.unwrap();
+    a.event(|e| refused_for(e, ByeReason::IncompatibleVersion))
+        .await;
+    b.event(|e| refused_for(e, ByeReason::IncompatibleVersion))
+        .await;
+    let (ha, bid) = (a.host.clone(), b.id());
+    eventually("disconnected", || !ha.is_connected(&bid)).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A raw test peer: a bare host speaking the protocol by hand.
+struct Raw {
+    host: Host,
+    stream: Stream,
+    codec: FrameCodec,
+}
+
+impl Raw {
+    async fn connect(target: &Node, handshake: bool) -> Raw {
+        let host = Host::new(generate_keypair(), HostConfig::default()).unwrap();
+        host.dial(target.addr.clone()).await.unwrap();
+        let stream = host.new_stream(target.id(), [PROTOCOL]).await.unwrap();
+        let codec = FrameCodec::new(target.m.config().chain_id);
+        let mut raw = Raw {
+            host,
+            stream,
+            codec,
+        };
+        if handshake {
+            let hello = Hello {
+                chain_id: raw.codec.chain_id(),
+                protocol_version: ProtocolVersion::CURRENT,
+                compression: false,
+                client_version: "raw".into(),
+                listen_addrs: vec![],
+            };
+            raw.send_frame(&hello.to_frame()).await;
+            let ok = raw.read_frame().await.unwrap();
+            assert_eq!(ok.kind.as_str(), "_ok");
+        }
+        raw
+    }
+
+    async fn send_frame(&mut self, f: &Frame) {
+        let mut b = BytesMut::new();
+        self.codec.encode(f, &mut b).unwrap();
+        self.stream.write_all(&b).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    async fn send_raw(&mut self, b: &[u8]) {
+        self.stream.write_all(b).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    async fn read_frame(&mut self) -> Option<Frame> {
+        let mut d = self.codec.clone();
+        let mut buf = BytesMut::new();
+        tokio::time::timeout(T, async {
+            loop {
+                if let Some(f) = d.decode(&mut buf).unwrap() {
+                    return Some(f);
+                }
+                if self.stream.read_buf(&mut buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+        })
+        .await
+        .unwrap()
+    }
+}
+
+fn kind(k: &str) -> [u8; 12] {
+    let mut f = [0u8; 12];
+    f[..k.len()].copy_from_slice(k.as_bytes());
+    f
+}
+
+#[tokio::test]
+async fn every_decoder_error_ends_only_that_session() {
+    let config = MessagingConfig {
+        max_message_size: 64 * 1024,
+        ..cfg()
+    };
+    let mut m = Node::new(config, 64).await;
+    let mut good = Node::new(cfg(), 64).await;
+    link(&m, &good).await;
+    let chain = m.m.config().chain_id;
+    let good_frame = FrameCodec::new(chain)
+        .encode_to_bytes(&Frame::new("tx", &b"x"[..]).unwrap())
+        .unwrap();
+    let mut cases: Vec<(Vec<u8>, CodecError)> = Vec::new();
+    let mut b = good_frame.to_vec();
+    b[0] = b'Z';
+    cases.push((b, CodecError::BadMagic(*b"Z2PM")));
+    let mut b = good_frame.to_vec();
+    b[5] ^= 0xff;
+    cases.push((b, CodecError::BadHeaderChecksum));
+    let mut b = good_frame.to_vec();
+    *b.last_mut().unwrap() ^= 1;
+    cases.push((b, CodecError::BadPayloadChecksum));
+    cases.push((
+        raw_header(MAGIC, chain, 0, 1, &kind("tx"), 1 << 20, 0).to_vec(),
+        CodecError::TooLarge {
+            size: 1 << 20,
+            max: 64 * 1024,
+        },
+    ));
+    cases.push((
+        raw_header(MAGIC, chain, 0, 9, &kind("tx"), 0, 0).to_vec(),
+        CodecError::UnknownVersion(9),
+    ));
+    cases.push((
+        raw_header(MAGIC, chain + 1, 0, 1, &kind("tx"), 0, 0).to_vec(),
+        CodecError::WrongChainId {
+            expected: chain,
+            got: chain + 1,
+        },
+    ));
+    cases.push((
+        good_frame[..20].to_vec(),
+        CodecError::Truncated { missing: 14 },
+    ));
+
+    for (bytes, expected) in cases {
+        let mut raw = Raw::connect(&m, true).await;
+        let rid = raw.host.peer_id();
+        let mid = m.id();
+        eventually("raw session", || m.m.has_session(&rid)).await;
+        raw.send_raw(&bytes).await;
+        if matches!(expected, CodecError::Truncated { .. }) {
+            raw.stream.shutdown().await.unwrap();
+        }
+        let ev = m
+            .event(|e| matches!(e, SessionEvent::Closed { peer, .. } if *peer == rid))
+            .await;
+        assert_eq!(
+            ev,
+            SessionEvent::Closed {
+                peer: rid,
+                reason: CloseReason::Decode(expected.clone())
+            }
+        );
+        // The good peer's session is unaffected, both ways.
+        good.m
+            .send_to_peer(&mid, "ping", &b"p"[..], Priority::Normal)
+            .unwrap();
+        assert_eq!(m.recv().await.peer, good.id());
+        m.m.send_to_peer(&good.id(), "pong", &b"p"[..], Priority::Normal)
+            .unwrap();
+        assert_eq!(good.recv().await.kind.as_str(), "pong");
+        assert!(m.m.has_session(&good.id()));
+        raw.host.shutdown().await;
+    }
+    let metrics = m.m.metrics();
+    for label in [
+        "bad_magic",
+        "bad_header_checksum",
+        "bad_payload_checksum",
+        "too_large",
+        "unknown_version",
+        "wrong_chain_id",
+        "truncated",
+    ] {
+        assert_eq!(
+            metrics.decode_errors.get(label),
+            Some(&1),
+            "{label}: {:?}",
+            metrics.decode_errors
+        );
+    }
+    assert_eq!(metrics.sessions_closed.get("decode"), Some(&7));
+    m.stop().await;
+    good.stop().await;
+}
+
+#[tokio::test]
+async fn message_before_handshake_and_flood_end_the_session() {
+    let mut m = Node::new(
+        MessagingConfig {
+            max_inbound_rate: 100,
+            ..cfg()
+        },
+        1024,
+    )
+    .await;
+    // A message before the handshake: bye with reason, handshake failure event.
+    let mut raw = Raw::connect(&m, false).await;
+    let rid = raw.host.peer_id();
+    raw.send_frame(&Frame::new("tx", &b"early"[..]).unwrap())
+        .await;
+    let bye = raw.read_frame().await.unwrap();
+    assert_eq!(bye.kind.as_str(), "_bye");
+    assert_eq!(
+        p2pnet_messaging::Bye::decode(&bye.payload).unwrap().reason,
+        ByeReason::ProtocolViolation
+    );
+    let ev = m
+        .event(|e| matches!(e, SessionEvent::HandshakeFailed { .. }))
+        .await;
+    assert!(
+        matches!(ev, SessionEvent::HandshakeFailed { peer, reason: HandshakeFailure::ProtocolViolation(_) } if peer == rid)
+    );
+    raw.host.shutdown().await;
+
+    // A flood above 100 messages per second.
+    let mut raw = Raw::connect(&m, true).await;
+    let rid = raw.host.peer_id();
+    let mut b = BytesMut::new();
+    for i in 0..500u32 {
+        raw.codec
+            .encode(&Frame::new("tx", i.to_be_bytes().to_vec()).unwrap(), &mut b)
+            .unwrap();
+    }
+    raw.send_raw(&b).await;
+    let ev = m
+        .event(|e| matches!(e, SessionEvent::Closed { peer, .. } if *peer == rid))
+        .await;
+    assert_eq!(
+        ev,
+        SessionEvent::Closed {
+            peer: rid,
+            reason: CloseReason::Flood
+        }
+    );
+    assert_eq!(m.m.metrics().sessions_closed.get("flood"), Some(&1));
+    raw.host.shutdown().await;
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let config = MessagingConfig {
+        write_timeout: Duration::from_millis(500),
+        ..cfg()
+    };
+    let mut m = Node::new(config, 64).await;
+    let raw = Raw::connect(&m, true).await; // never reads
+    let rid = raw.host.peer_id();
+    eventually("raw session", || m.m.has_session(&rid)).await;
+    let payload = Bytes::from(
+        (0..65536u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let mut queued = 0;
+    for _ in 0..400 {
+        if m.m
+            .send_to_peer(&rid, "blob", payload.clone(), Priority::Low)
+            .is_ok()
+        {
+            queued += 1;
+        }
+    }
+    assert!(queued > 100);
+    let ev = m.event(|e| matches!(e, SessionEvent::Closed { .. })).await;
+    assert_eq!(
+        ev,
+        SessionEvent::Closed {
+            peer: rid,
+            reason: CloseReason::WriteTimeout
+        }
+    );
+    assert!(m.m.metrics().dropped_on_close > 0);
+    drop(raw.stream);
+    raw.host.shutdown().await;
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn hundred_thousand_messages_in_order_under_sink_backpressure() {
+    const N: u64 = 100_000;
+    let a = Node::new(cfg(), 64).await;
+    let mut b = Node::new(cfg(), 16).await;
+    link(&a, &b).await;
+    let (ma, bid) = (a.m.clone(), b.id());
+    let sender = tokio::spawn(async move {
+        let mut backpressured = 0u64;
+        for i in 0..N {
+            loop {
+                match ma.send_to_peer(&bid, "seq", i.to_be_bytes().to_vec(), Priority::Normal) {
+                    Ok(()) => break,
+                    Err(MessagingError::Backpressure { .. }) => {
+                        backpressured += 1;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        backpressured
+    });
+    // A slow start: the sink (16 slots) stays full for a while.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recv = async {
+        for i in 0..N {
+            let m = b.rx.recv().await.unwrap();
+            assert_eq!(u64::from_be_bytes(m.payload[..].try_into().unwrap()), i);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), recv)
+        .await
+        .unwrap();
+    let backpressured = sender.await.unwrap();
+    assert!(backpressured > 0, "the sender never saw back-pressure");
+    assert_eq!(a.m.metrics().backpressure[1], backpressured);
+    assert_eq!(b.m.metrics().by_kind["seq"].messages_in, N);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn high_priority_goes_first_under_a_congested_queue() {
+    let a = Node::new(cfg(), 64).await;
+    let mut b = Node::new(cfg(), 1).await;
+    link(&a, &b).await;
+    let bid = b.id();
+    // Filler the receiver will not read yet: the link and then the queue fill up.
+    let filler = Bytes::from(
+        (0..65536u32)
+            .map(|i| (i * 31 % 253) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    for _ in 0..200 {
+        a.m.send_to_peer(&bid, "fill", filler.clone(), Priority::Normal)
+            .unwrap();
+    }
+    let ma = a.m.clone();
+    eventually("writer blocked with a backlog", || {
+        ma.metrics()
+            .queue_depths
+            .get(&bid)
+            .is_some_and(|d| d[1] > 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(a.m.metrics().queue_depths[&bid][1] > 0);
+    for i in 0..50u32 {
+        a.m.send_to_peer(&bid, "lo", i.to_be_bytes().to_vec(), Priority::Low)
+            .unwrap();
+    }
+    for i in 0..50u32 {
+        a.m.send_to_peer(&bid, "hi", i.to_be_bytes().to_vec(), Priority::High)
+            .unwrap();
+    }
+    let mut order = Vec::new();
+    for _ in 0..300 {
+        let m = b.recv().await;
+        if m.kind.as_str() != "fill" {
+            order.push(m.kind.as_str().to_owned());
+        }
+    }
+    let first_lo = order.iter().position(|k| k == "lo").unwrap();
+    let last_hi = order.iter().rposition(|k| k == "hi").unwrap();
+    assert_eq!(order.len(), 100);
+    assert!(last_hi < first_lo, "order: {order:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Runs a gossip app on a node: relays each message the first time it sees it; returns the
+/// number of copies received.
+fn gossip(mut node: Node, relay: bool) -> tokio::task::JoinHandle<(Node, usize)> {
+    tokio::spawn(async move {
+        let mut seen = HashSet::new();
+        let mut copies = 0;
+        while let Ok(Some(msg)) =
+            tokio::time::timeout(Duration::from_millis(700), node.rx.recv()).await
+        {
+            copies += 1;
+            if relay && seen.insert(msg.payload.clone()) {
+                node.m.relay(&msg, Priority::Normal);
+            }
+        }
+        (node, copies)
+    })
+}
+
+#[tokio::test]
+async fn broadcast_and_relay_in_a_triangle() {
+    let a = Node::new(cfg(), 64).await;
+    let b = Node::new(cfg(), 64).await;
+    let c = Node::new(cfg(), 64).await;
+    link(&a, &b).await;
+    link(&b, &c).await;
+    link(&a, &c).await;
+    // Plain broadcast: each peer exactly once.
+    let report = a.m.broadcast("plain", &b"p"[..], Priority::Normal).unwrap();
+    let mut expected = vec![b.id(), c.id()];
+    expected.sort();
+    assert_eq!(report.reached, expected);
+    assert!(report.failed.is_empty());
+    let (ma, mb, mc) = (a.m.clone(), b.m.clone(), c.m.clone());
+    let (ta, tb, tc) = (gossip(a, false), gossip(b, false), gossip(c, false));
+    let (a, ca) = ta.await.unwrap();
+    let (b, cb) = tb.await.unwrap();
+    let (c, cc) = tc.await.unwrap();
+    assert_eq!((ca, cb, cc), (0, 1, 1));
+    // Broadcast then relay: the message never comes back to A; B and C relay to each other at
+    // most once (never back to A, which sent it).
+    ma.broadcast("gossip", &b"g"[..], Priority::Normal).unwrap();
+    let (ta, tb, tc) = (gossip(a, true), gossip(b, true), gossip(c, true));
+    let (a, ca) = ta.await.unwrap();
+    let (b, cb) = tb.await.unwrap();
+    let (c, cc) = tc.await.unwrap();
+    assert_eq!(ca, 0);
+    assert!((1..=2).contains(&cb) && (1..=2).contains(&cc), "{cb} {cc}");
+    for m in [&ma, &mb, &mc] {
+        assert!(
+            m.metrics()
+                .by_kind
+                .get("gossip")
+                .map_or(0, |s| s.messages_out)
+                <= 2
+        );
+    }
+    // Relaying again sends nothing: every peer has sent or been sent it.
+    let again = b.m.relay(
+        &InboundMessage {
+            peer: a.id(),
+            kind: p2pnet_messaging::MessageKind::new("gossip").unwrap(),
+            payload: Bytes::from_static(b"g"),
+            id: b
+                .m
+                .message_id(p2pnet_messaging::MessageKind::new("gossip").unwrap(), b"g"),
+        },
+        Priority::Normal,
+    );
+    assert!(again.reached.is_empty());
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn relay_in_a_line_of_five_reaches_each_node_exactly_once() {
+    let mut nodes = Vec::new();
+    for _ in 0..5 {
+        nodes.push(Node::new(cfg(), 64).await);
+    }
+    for i in 0..4 {
+        link(&nodes[i], &nodes[i + 1]).await;
+    }
+    let report = nodes[0]
+        .m
+        .broadcast("block", &b"b1"[..], Priority::High)
+        .unwrap();
+    assert_eq!(report.reached, vec![nodes[1].id()]);
+    let tasks: Vec<_> = nodes.into_iter().map(|n| gossip(n, true)).collect();
+    let mut copies = Vec::new();
+    let mut nodes = Vec::new();
+    for t in tasks {
+        let (n, c) = t.await.unwrap();
+        copies.push(c);
+        nodes.push(n);
+    }
+    assert_eq!(copies, vec![0, 1, 1, 1, 1]);
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn send_to_peers_filters_and_reports() {
+    let a = Node::new(
+        MessagingConfig {
+            queue_low: 1,
+            ..cfg()
+        },
+        64,
+    )
+    .await;
+    let mut b = Node::new(cfg(), 64).await;
+    let c = Node::new(cfg(), 64).await;
+    link(&a, &b).await;
+    link(&a, &c).await;
+    let bid = b.id();
+    let r =
+        a.m.send_to_peers(|p| *p == bid, "only-b", &b"x"[..], Priority::Normal)
+            .unwrap();
+    assert_eq!(r.reached, vec![bid]);
+    assert_eq!(b.recv().await.kind.as_str(), "only-b");
+    let stranger = generate_keypair().public().to_peer_id();
+    assert!(matches!(
+        a.m.send_to_peer(&stranger, "x", &b""[..], Priority::Normal),
+        Err(MessagingError::NotConnected(p)) if p == stranger
+    ));
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
