@@ -8,6 +8,7 @@
 mod host_bench;
 mod report;
 mod rust_libp2p;
+mod scale;
 
 use anyhow::Result;
 use clap::Parser;
@@ -27,6 +28,12 @@ struct Args {
     /// Override the host's yamux frame size (bytes), to measure its effect.
     #[arg(long)]
     yamux_split_send_size: Option<usize>,
+    /// `scale` only: how many connections (default 1,000; 200 with --quick).
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Internal: the address a `scale-clients` child process dials.
+    #[arg(long, hide = true)]
+    target: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -37,7 +44,18 @@ fn main() -> Result<()> {
         .build()?;
     let results = match args.group.as_str() {
         "host" => rt.block_on(host_bench::run(args.quick, args.yamux_split_send_size))?,
-        other => anyhow::bail!("unknown group {other:?} (this binary runs: host)"),
+        "scale" => {
+            let n = args
+                .connections
+                .unwrap_or(if args.quick { 200 } else { 1000 });
+            rt.block_on(scale::run(n))?
+        }
+        "scale-clients" => {
+            let target = args.target.as_deref().unwrap_or_default();
+            let n = args.connections.unwrap_or(1000);
+            return rt.block_on(scale::clients(target, n));
+        }
+        other => anyhow::bail!("unknown group {other:?} (this binary runs: host, scale)"),
     };
     report::print(&results, args.json);
     Ok(())

@@ -66,7 +66,9 @@ pub(crate) fn run(which: &str, quick: bool) -> Result<()> {
         .filter(|g| which == "all" || g.name == which)
         .collect();
     if selected.is_empty() {
-        bail!("unknown group {which:?}; expected one of host, dispatcher, messaging, forward, all");
+        bail!(
+            "unknown group {which:?}; expected one of host, dispatcher, messaging, forward, scale, all"
+        );
     }
     let mut results = Vec::new();
     for group in selected {

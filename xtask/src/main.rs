@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Instant;
 
 mod bench;
+mod fuzz;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -24,12 +25,21 @@ enum Cmd {
     Ci,
     /// Side-by-side benchmarks in release mode; writes `target/bench/report.json`.
     Bench {
-        /// `host`, `dispatcher`, `messaging`, `forward` or `all`.
+        /// `host`, `dispatcher`, `messaging`, `forward`, `scale` or `all`.
         #[arg(default_value = "all")]
         group: String,
         /// Shorter runs (the whole of `all --quick` stays under 3 minutes).
         #[arg(long)]
         quick: bool,
+    },
+    /// Runs every cargo-fuzz target for a while; fails on any crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 
@@ -38,6 +48,7 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Ci => ci(),
         Cmd::Bench { group, quick } => bench::run(&group, quick),
+        Cmd::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
     }
 }
 

@@ -37,7 +37,10 @@ async fn listen(host: &Host, addr: Multiaddr, explicit: bool) -> Result<()> {
         {
             let fallback = any_port(&addr);
             tracing::warn!(%addr, %fallback, "default port is taken; listening on a free port instead");
-            host.listen_on(fallback).await.map(drop).context("listening on a free port")
+            host.listen_on(fallback)
+                .await
+                .map(drop)
+                .context("listening on a free port")
         }
         Err(e) => Err(e).with_context(|| format!("cannot listen on {addr}")),
     }

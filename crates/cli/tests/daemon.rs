@@ -81,12 +81,18 @@ fn daemon_starts_keeps_identity_bootstraps_and_stops() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     // A second node bootstraps from the first.
     let dir_b = tempfile::tempdir().unwrap();
-    let b = Daemon::start(dir_b.path(), &["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", &addr]);
+    let b = Daemon::start(
+        dir_b.path(),
+        &["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", &addr],
+    );
     let line = b.line_with("connected to bootstrap peer");
     assert!(line.contains(&peer), "{line}");
     assert!(b.stop().success());
@@ -126,5 +132,8 @@ fn malformed_identity_is_reported_with_its_path() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("identity.key") && err.contains("malformed"), "{err}");
+    assert!(
+        err.contains("identity.key") && err.contains("malformed"),
+        "{err}"
+    );
 }

@@ -52,3 +52,18 @@ fn malformed_key_file_names_the_file() {
         matches!(load_keypair(&missing), Err(HostError::KeyFileIo { path, .. }) if path == missing)
     );
 }
+
+/// Inputs the fuzzer once found (`fuzz/regressions/identify/`) must keep decoding or erroring.
+#[test]
+fn identify_fuzz_regressions_do_not_panic() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/identify");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let _ = p2pnet_host::fuzzing::decode_identify(&bytes);
+        seen += 1;
+    }
+    // The seed inputs are committed with the directory.
+    assert!(seen >= 2, "regression inputs missing");
+}
