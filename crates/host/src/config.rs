@@ -52,6 +52,11 @@ pub struct HostConfig {
     /// headers per byte; smaller ones interleave streams more finely. Default 64 KiB (yamux's
     /// own default is 16 KiB; see docs/benchmarks.md).
     pub yamux_split_send_size: usize,
+    /// Whether addresses in private or loopback ranges that *other* peers announce (identify)
+    /// are kept for dialing. When false (the default) such an address is kept only if it is in
+    /// the same scope as the connection it came over (a peer we reach over loopback may announce
+    /// loopback addresses), so a node never starts dialing private ranges it was told about.
+    pub accept_private_learned_addrs: bool,
 }
 
 impl Default for HostConfig {
@@ -65,6 +70,7 @@ impl Default for HostConfig {
             agent_version: concat!("p2pnet/", env!("CARGO_PKG_VERSION")).to_owned(),
             identify: true,
             yamux_split_send_size: 64 * 1024,
+            accept_private_learned_addrs: false,
         }
     }
 }

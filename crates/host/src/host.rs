@@ -323,6 +323,11 @@ impl Host {
         *self.inner.protected.lock().entry(peer).or_default() += 1;
     }
 
+    /// Whether `peer` is protected (see [`Host::protect`]).
+    pub fn is_protected(&self, peer: &PeerId) -> bool {
+        self.inner.is_protected(peer)
+    }
+
     /// Undoes one [`Host::protect`].
     pub fn unprotect(&self, peer: &PeerId) {
         let mut protected = self.inner.protected.lock();

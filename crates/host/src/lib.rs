@@ -52,7 +52,7 @@ mod protocols;
 mod stream;
 mod transport;
 
-pub use addr::{with_p2p, without_p2p};
+pub use addr::{AddrScope, addr_scope, with_p2p, without_p2p};
 pub use config::{HostConfig, Limits};
 pub use connection::{ConnectionId, Direction};
 pub use error::{HostError, LimitKind};

@@ -11,6 +11,7 @@ use libp2p_identity::PublicKey;
 use multiaddr::Multiaddr;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use crate::addr::keep_learned_addr;
 use crate::connection::ConnectionHandle;
 use crate::host::HostInner;
 use crate::peer_store::RECENT_ADDR_TTL;
@@ -157,15 +158,29 @@ pub(crate) async fn request(inner: Arc<HostInner>, handle: ConnectionHandle) {
         .take(MAX_ADDRS)
         .filter_map(|a| Multiaddr::try_from(a).ok())
         .collect();
+    // Only addresses we may dial go to the peer store: private and loopback ones only when
+    // allowed, or when the peer reached us over the same kind of network.
+    let dialable: Vec<Multiaddr> = listen_addrs
+        .iter()
+        .filter(|a| {
+            keep_learned_addr(
+                a,
+                &handle.remote_addr,
+                inner.config.accept_private_learned_addrs,
+            )
+        })
+        .cloned()
+        .collect();
+    if dialable.len() < listen_addrs.len() {
+        tracing::debug!(%peer, ignored = listen_addrs.len() - dialable.len(), "ignored private addresses announced by a peer");
+    }
     if let Some(observed) = msg.observed_addr.and_then(|a| Multiaddr::try_from(a).ok()) {
         let mut obs = inner.observed_addrs.lock();
         obs.retain(|a| *a != observed);
         obs.insert(0, observed);
         obs.truncate(MAX_OBSERVED);
     }
-    inner
-        .peer_store
-        .add_addrs(peer, listen_addrs.iter().cloned(), RECENT_ADDR_TTL);
+    inner.peer_store.add_addrs(peer, dialable, RECENT_ADDR_TTL);
     let agent_version = msg.agent_version.unwrap_or_default();
     inner
         .peer_store
