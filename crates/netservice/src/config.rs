@@ -1,0 +1,398 @@
+//! `NetConfig`: the node's whole configuration, loaded from TOML. Every field has a default,
+//! documented where it is defined; `NetConfig::default_toml()` prints them all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use p2pnet_dispatcher::DispatcherConfig;
+use p2pnet_forward::ForwardConfig;
+use p2pnet_host::{HostConfig, Limits, Multiaddr, PeerId, Protocol};
+use p2pnet_messaging::MessagingConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::NetError;
+
+/// The configuration of a [`crate::NetService`].
+///
+/// ```toml
+/// identity_key = "identity.key"
+/// bootstrap = ["/ip4/192.0.2.7/tcp/4001/p2p/12D3KooW…"]
+/// metrics_addr = "127.0.0.1:9464"
+///
+/// [host]
+/// listen_addrs = ["/ip4/0.0.0.0/tcp/4001"]
+///
+/// [messaging]
+/// chain_id = 1
+///
+/// [[forward]]
+/// protocol = "/x/ssh"
+/// listen_addr = "/ip4/127.0.0.1/tcp/2222"
+/// peer = "12D3KooW…"
+///
+/// [[listen]]
+/// protocol = "/x/ssh"
+/// target_addr = "/ip4/127.0.0.1/tcp/22"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetConfig {
+    /// The identity key file (libp2p protobuf encoding), created on first start. A relative
+    /// path is taken relative to the directory the configuration is used from (the daemon's data
+    /// directory). `None` gives a fresh identity each start. Default `None`.
+    pub identity_key: Option<PathBuf>,
+    /// Peers dialed at start and redialed when lost: `/ip4|ip6/…/tcp/…/p2p/<id>`. Default empty.
+    pub bootstrap: Vec<String>,
+    /// Where Prometheus metrics are served (text format, `GET /metrics`). Default `None` (off).
+    pub metrics_addr: Option<String>,
+    /// The host: listen addresses, limits, timeouts.
+    pub host: HostSection,
+    /// Keeping peers: watermarks and redial backoff.
+    pub peers: PeersSection,
+    /// The message dispatcher.
+    pub dispatcher: DispatcherConfig,
+    /// Message sessions (the chain id lives here).
+    pub messaging: MessagingConfig,
+    /// Forwarding settings (`allow_custom_protocols`, timeouts, buffers).
+    pub forwarding: ForwardConfig,
+    /// Tunnels `forward`ed at start: local listen address → peer and protocol.
+    pub forward: Vec<ForwardTunnel>,
+    /// Tunnels `listen`ed at start: protocol → local target.
+    pub listen: Vec<ListenTunnel>,
+}
+
+/// `[host]`: listen addresses, limits and timeouts of the libp2p host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSection {
+    /// Addresses to listen on. Default `["/ip4/0.0.0.0/tcp/4001"]`.
+    pub listen_addrs: Vec<String>,
+    /// Established connections in total. Default 1,024.
+    pub max_connections: usize,
+    /// Connections to one peer. Default 4.
+    pub max_connections_per_peer: usize,
+    /// Inbound handshakes in progress. Default 256.
+    pub max_pending_incoming: usize,
+    /// Inbound streams per connection. Default 1,024.
+    pub max_inbound_streams_per_connection: usize,
+    /// Outbound streams per connection. Default 1,024.
+    pub max_outbound_streams_per_connection: usize,
+    /// Dial timeout (TCP + noise + yamux), milliseconds. Default 10,000.
+    pub dial_timeout_ms: u64,
+    /// Inbound handshake timeout, milliseconds. Default 10,000.
+    pub handshake_timeout_ms: u64,
+    /// Protocol negotiation timeout, milliseconds. Default 10,000.
+    pub negotiation_timeout_ms: u64,
+    /// Close connections idle this long, milliseconds; 0 keeps them. Default 300,000.
+    pub idle_timeout_ms: u64,
+    /// Keep private/loopback addresses other peers announce. Default false.
+    pub accept_private_learned_addrs: bool,
+}
+
+impl Default for HostSection {
+    fn default() -> Self {
+        let host = HostConfig::default();
+        let limits = Limits::default();
+        Self {
+            listen_addrs: vec!["/ip4/0.0.0.0/tcp/4001".into()],
+            max_connections: limits.max_connections,
+            max_connections_per_peer: limits.max_connections_per_peer,
+            max_pending_incoming: limits.max_pending_incoming,
+            max_inbound_streams_per_connection: limits.max_inbound_streams_per_connection,
+            max_outbound_streams_per_connection: limits.max_outbound_streams_per_connection,
+            dial_timeout_ms: host.dial_timeout.as_millis() as u64,
+            handshake_timeout_ms: host.handshake_timeout.as_millis() as u64,
+            negotiation_timeout_ms: host.negotiation_timeout.as_millis() as u64,
+            idle_timeout_ms: host.idle_timeout.map_or(0, |d| d.as_millis() as u64),
+            accept_private_learned_addrs: host.accept_private_learned_addrs,
+        }
+    }
+}
+
+/// `[peers]`: how many peers to keep and how to redial them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeersSection {
+    /// Below this many connected peers, lost bootstrap and recently useful peers are redialed.
+    /// Default 8.
+    pub low_watermark: usize,
+    /// Above this many, the surplus (never bootstrap or protected peers) is disconnected.
+    /// Default 64.
+    pub high_watermark: usize,
+    /// How often the watermarks are checked, milliseconds. Default 5,000.
+    pub check_interval_ms: u64,
+    /// First redial delay, milliseconds; doubles per failure, with ±20 % jitter. Default 1,000.
+    pub min_backoff_ms: u64,
+    /// Longest redial delay, milliseconds. Default 300,000.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for PeersSection {
+    fn default() -> Self {
+        Self {
+            low_watermark: 8,
+            high_watermark: 64,
+            check_interval_ms: 5_000,
+            min_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+        }
+    }
+}
+
+/// A `[[forward]]` tunnel: connections to `listen_addr` are bridged to `peer` on `protocol`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardTunnel {
+    /// The protocol (under `/x/` unless `forwarding.allow_custom_protocols`).
+    pub protocol: String,
+    /// The local address to accept connections on (`/ip4/…/tcp/…` or `/unix/…`).
+    pub listen_addr: String,
+    /// The peer: a peer id, or a multiaddr ending in `/p2p/<id>` (added to the peer store).
+    pub peer: String,
+}
+
+/// A `[[listen]]` tunnel: streams on `protocol` are bridged to `target_addr`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTunnel {
+    /// The protocol (under `/x/` unless `forwarding.allow_custom_protocols`).
+    pub protocol: String,
+    /// The local target (`/ip4/…/tcp/…` or `/unix/…`).
+    pub target_addr: String,
+    /// Write `<peer id>\n` to the target before any data. Default false.
+    #[serde(default)]
+    pub report_peer_id: bool,
+    /// Only these peers may use the tunnel; empty means everyone. Default empty.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+fn invalid(field: impl Into<String>, value: impl Into<String>, reason: impl ToString) -> NetError {
+    NetError::Config {
+        field: field.into(),
+        value: value.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Parses a multiaddr from the configuration, naming the field on error.
+pub(crate) fn parse_addr(field: &str, value: &str) -> Result<Multiaddr, NetError> {
+    value
+        .parse::<Multiaddr>()
+        .map_err(|e| invalid(field, value, e))
+}
+
+/// A peer id, or a multiaddr ending in `/p2p/<id>`: the peer and the address, if any.
+pub fn parse_peer(field: &str, value: &str) -> Result<(PeerId, Option<Multiaddr>), NetError> {
+    if let Ok(peer) = value.parse::<PeerId>() {
+        return Ok((peer, None));
+    }
+    let addr = parse_addr(field, value)?;
+    match p2pnet_host::without_p2p(&addr) {
+        (transport, Some(peer)) => Ok((peer, Some(transport))),
+        _ => Err(invalid(
+            field,
+            value,
+            "expected a peer id or an address ending in /p2p/<id>",
+        )),
+    }
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+impl NetConfig {
+    /// Parses TOML; unknown fields and invalid values are errors naming the field.
+    pub fn from_toml_str(text: &str) -> Result<NetConfig, NetError> {
+        let config: NetConfig = toml::from_str(text).map_err(|e| NetError::ConfigFile {
+            path: PathBuf::new(),
+            reason: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<NetConfig, NetError> {
+        let text = std::fs::read_to_string(path).map_err(|e| NetError::ConfigFile {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml_str(&text).map_err(|e| match e {
+            NetError::ConfigFile { reason, .. } => NetError::ConfigFile {
+                path: path.to_owned(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        // Serializing our own plain structs cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The whole default configuration as TOML.
+    pub fn default_toml() -> String {
+        NetConfig::default().to_toml()
+    }
+
+    /// Checks every value that a type does not already check.
+    pub fn validate(&self) -> Result<(), NetError> {
+        for (i, a) in self.host.listen_addrs.iter().enumerate() {
+            let addr = parse_addr(&format!("host.listen_addrs[{i}]"), a)?;
+            if !matches!(
+                addr.iter().next(),
+                Some(Protocol::Ip4(_) | Protocol::Ip6(_))
+            ) || !matches!(addr.iter().nth(1), Some(Protocol::Tcp(_)))
+            {
+                return Err(invalid(
+                    format!("host.listen_addrs[{i}]"),
+                    a,
+                    "expected /ip4|ip6/<ip>/tcp/<port>",
+                ));
+            }
+        }
+        for (i, b) in self.bootstrap.iter().enumerate() {
+            let field = format!("bootstrap[{i}]");
+            let (_, addr) = parse_peer(&field, b)?;
+            if addr.is_none() {
+                return Err(invalid(
+                    field,
+                    b,
+                    "a bootstrap peer needs an address: /ip4/…/tcp/…/p2p/<id>",
+                ));
+            }
+        }
+        if let Some(m) = &self.metrics_addr {
+            m.parse::<SocketAddr>()
+                .map_err(|e| invalid("metrics_addr", m, e))?;
+        }
+        if self.peers.low_watermark > self.peers.high_watermark {
+            return Err(invalid(
+                "peers.low_watermark",
+                self.peers.low_watermark.to_string(),
+                "must not exceed peers.high_watermark",
+            ));
+        }
+        if self.peers.min_backoff_ms == 0 || self.peers.min_backoff_ms > self.peers.max_backoff_ms {
+            return Err(invalid(
+                "peers.min_backoff_ms",
+                self.peers.min_backoff_ms.to_string(),
+                "must be > 0 and at most peers.max_backoff_ms",
+            ));
+        }
+        for (name, v) in [
+            ("host.max_connections", self.host.max_connections),
+            (
+                "host.max_connections_per_peer",
+                self.host.max_connections_per_peer,
+            ),
+            (
+                "host.max_inbound_streams_per_connection",
+                self.host.max_inbound_streams_per_connection,
+            ),
+            (
+                "host.max_outbound_streams_per_connection",
+                self.host.max_outbound_streams_per_connection,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(name, "0", "must be at least 1"));
+            }
+        }
+        for (i, t) in self.forward.iter().enumerate() {
+            parse_addr(&format!("forward[{i}].listen_addr"), &t.listen_addr)?;
+            parse_peer(&format!("forward[{i}].peer"), &t.peer)?;
+        }
+        for (i, t) in self.listen.iter().enumerate() {
+            parse_addr(&format!("listen[{i}].target_addr"), &t.target_addr)?;
+            for (j, p) in t.allow.iter().enumerate() {
+                p.parse::<PeerId>()
+                    .map_err(|e| invalid(format!("listen[{i}].allow[{j}]"), p, e))?;
+            }
+        }
+        self.dispatcher.validate()?;
+        Ok(())
+    }
+
+    /// The host configuration this describes.
+    pub fn host_config(&self) -> HostConfig {
+        let h = &self.host;
+        HostConfig {
+            limits: Limits {
+                max_connections: h.max_connections,
+                max_connections_per_peer: h.max_connections_per_peer,
+                max_pending_incoming: h.max_pending_incoming,
+                max_inbound_streams_per_connection: h.max_inbound_streams_per_connection,
+                max_outbound_streams_per_connection: h.max_outbound_streams_per_connection,
+            },
+            dial_timeout: ms(h.dial_timeout_ms),
+            handshake_timeout: ms(h.handshake_timeout_ms),
+            negotiation_timeout: ms(h.negotiation_timeout_ms),
+            idle_timeout: (h.idle_timeout_ms > 0).then(|| ms(h.idle_timeout_ms)),
+            accept_private_learned_addrs: h.accept_private_learned_addrs,
+            ..HostConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let text = NetConfig::default_toml();
+        assert_eq!(
+            NetConfig::from_toml_str(&text).unwrap(),
+            NetConfig::default()
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_their_field() {
+        let err =
+            NetConfig::from_toml_str("[host]\nlisten_addrs = [\"not an address\"]").unwrap_err();
+        match err {
+            NetError::Config { field, value, .. } => {
+                assert_eq!(field, "host.listen_addrs[0]");
+                assert_eq!(value, "not an address");
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = NetConfig::from_toml_str("bootstrap = [\"/ip4/1.2.3.4/tcp/1\"]").unwrap_err();
+        assert!(
+            matches!(err, NetError::Config { ref field, .. } if field == "bootstrap[0]"),
+            "{err}"
+        );
+        let err = NetConfig::from_toml_str("metrics_addr = \"nowhere\"").unwrap_err();
+        assert!(
+            matches!(err, NetError::Config { ref field, .. } if field == "metrics_addr"),
+            "{err}"
+        );
+        let err = NetConfig::from_toml_str("[peers]\nlow_watermark = 10\nhigh_watermark = 5")
+            .unwrap_err();
+        assert!(
+            matches!(err, NetError::Config { ref field, .. } if field == "peers.low_watermark"),
+            "{err}"
+        );
+        let err = NetConfig::from_toml_str("unknown_field = 1").unwrap_err();
+        assert!(matches!(err, NetError::ConfigFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn tunnels_parse() {
+        let peer = PeerId::random();
+        let text = format!(
+            "[[forward]]\nprotocol = \"/x/ssh\"\nlisten_addr = \"/ip4/127.0.0.1/tcp/2222\"\npeer = \"{peer}\"\n\n[[listen]]\nprotocol = \"/x/ssh\"\ntarget_addr = \"/ip4/127.0.0.1/tcp/22\"\nreport_peer_id = true\nallow = [\"{peer}\"]\n"
+        );
+        let config = NetConfig::from_toml_str(&text).unwrap();
+        assert_eq!(config.forward.len(), 1);
+        assert_eq!(config.listen[0].allow, vec![peer.to_string()]);
+        assert!(config.listen[0].report_peer_id);
+    }
+}

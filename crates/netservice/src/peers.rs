@@ -1,0 +1,134 @@
+//! Keeping peers: redial lost bootstrap and recently useful peers with exponential backoff and
+//! jitter while under the low watermark; trim the surplus over the high watermark.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use p2pnet_host::{Host, HostEvent, Multiaddr, PERMANENT_ADDR_TTL, PeerId};
+use rand::Rng as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PeersSection;
+
+/// Recently useful peers remembered for redialing.
+const MAX_REMEMBERED: usize = 64;
+
+/// A peer we want to keep, and when we may try it again.
+#[derive(Debug)]
+struct Target {
+    bootstrap: bool,
+    failures: u32,
+    next_try: Instant,
+}
+
+/// The redial delay after `failures` failed dials: doubling from `min`, capped at `max`, ±20 %.
+pub(crate) fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
+    let base = min.saturating_mul(1u32 << failures.min(20)).min(max);
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    base.mul_f64(jitter).min(max)
+}
+
+/// Runs until `stop` is cancelled.
+pub(crate) async fn keep_peers(
+    host: Host,
+    bootstrap: Vec<(PeerId, Multiaddr)>,
+    config: PeersSection,
+    stop: CancellationToken,
+) {
+    let min = Duration::from_millis(config.min_backoff_ms);
+    let max = Duration::from_millis(config.max_backoff_ms);
+    let mut targets: HashMap<PeerId, Target> = HashMap::new();
+    for (peer, addr) in &bootstrap {
+        host.peer_store()
+            .add_addrs(*peer, [addr.clone()], PERMANENT_ADDR_TTL);
+        targets.insert(
+            *peer,
+            Target {
+                bootstrap: true,
+                failures: 0,
+                next_try: Instant::now(),
+            },
+        );
+    }
+    let mut events = host.events();
+    let mut tick = tokio::time::interval(Duration::from_millis(config.check_interval_ms.max(10)));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            event = events.recv() => {
+                // A peer we were connected to and lost entirely is worth redialing.
+                if let Ok(HostEvent::Disconnected { peer, remaining: 0, .. }) = event
+                    && !targets.contains_key(&peer)
+                    && targets.len() < MAX_REMEMBERED + bootstrap.len()
+                {
+                    targets.insert(peer, Target { bootstrap: false, failures: 0, next_try: Instant::now() + min });
+                }
+                continue;
+            }
+            _ = tick.tick() => {}
+        }
+        let connected = host.connected_peers();
+        if connected.len() < config.low_watermark {
+            let due: Vec<PeerId> = targets
+                .iter()
+                .filter(|(p, t)| t.next_try <= Instant::now() && !host.is_connected(p))
+                .map(|(p, _)| *p)
+                .collect();
+            for peer in due {
+                let result = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = host.connect(peer) => r,
+                };
+                let Some(target) = targets.get_mut(&peer) else {
+                    continue;
+                };
+                match result {
+                    Ok(()) => {
+                        tracing::info!(%peer, bootstrap = target.bootstrap, "redialed peer");
+                        target.failures = 0;
+                    }
+                    Err(e) => {
+                        target.failures += 1;
+                        let wait = backoff(target.failures, min, max);
+                        target.next_try = Instant::now() + wait;
+                        tracing::debug!(%peer, error = %e, retry_in = ?wait, "redial failed");
+                        // Forget non-bootstrap peers that keep failing.
+                        if !target.bootstrap && target.failures > 8 {
+                            targets.remove(&peer);
+                        }
+                    }
+                }
+            }
+        } else if connected.len() > config.high_watermark {
+            let surplus = connected.len() - config.high_watermark;
+            let trimmable = connected
+                .into_iter()
+                .filter(|p| !host.is_protected(p) && !targets.get(p).is_some_and(|t| t.bootstrap))
+                .take(surplus);
+            for peer in trimmable {
+                tracing::info!(%peer, "disconnecting: over the high watermark");
+                host.close_peer(&peer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let min = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        for failures in 0..30 {
+            let d = backoff(failures, min, max);
+            let base = min.saturating_mul(1u32 << failures.min(20)).min(max);
+            assert!(d <= max);
+            assert!(
+                d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2),
+                "{failures}: {d:?}"
+            );
+        }
+    }
+}
