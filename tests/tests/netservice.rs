@@ -271,3 +271,85 @@ async fn prometheus_metrics_are_served_locally() {
         "endpoint closed on stop"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_under_load_returns_quickly_and_leaves_no_task() {
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let baseline = runtime.num_alive_tasks();
+    let (echo, echo_task) = echo_server().await;
+    let a = NetService::new(loopback_config()).unwrap();
+    a.start().await.unwrap();
+    a.listen(ListenTunnel {
+        protocol: "/x/echo".into(),
+        target_addr: format!("/ip4/127.0.0.1/tcp/{}", echo.port()),
+        report_peer_id: false,
+        allow: vec![],
+    })
+    .unwrap();
+    let mut config = loopback_config();
+    config.bootstrap = vec![full_addr(&a)];
+    let b = NetService::new(config).unwrap();
+    b.start().await.unwrap();
+    eventually("session", || b.peers().contains(&a.peer_id())).await;
+    let info = b
+        .forward("/x/echo", "/ip4/127.0.0.1/tcp/0", &a.peer_id().to_string())
+        .await
+        .unwrap();
+    let port = match info.listen_addr.iter().nth(1) {
+        Some(p2pnet_host::Protocol::Tcp(p)) => p,
+        other => panic!("{other:?}"),
+    };
+
+    // 100 forwarded connections pumping data, and both sides flooding messages.
+    let stop_clients = tokio_util::sync::CancellationToken::new();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let stop = stop_clients.clone();
+        clients.spawn(async move {
+            let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                return;
+            };
+            let chunk = vec![7u8; 16 * 1024];
+            let mut buf = vec![0u8; 16 * 1024];
+            for _ in 0..10_000 {
+                if stop.is_cancelled() {
+                    return;
+                }
+                if s.write_all(&chunk).await.is_err() || s.read(&mut buf).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    eventually("100 bridged streams", || a.list_streams().len() == 100).await;
+    let flood = {
+        let (a, b) = (a.clone(), b.clone());
+        tokio::spawn(async move {
+            for i in 0..20_000u32 {
+                let _ = a.broadcast("load", i.to_be_bytes().to_vec(), Priority::Low);
+                let _ = b.broadcast("load", i.to_be_bytes().to_vec(), Priority::Low);
+                if i % 256 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+
+    let started = std::time::Instant::now();
+    tokio::join!(a.stop(), b.stop());
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "stop under load took {took:?}"
+    );
+    for svc in [&a, &b] {
+        assert_eq!(svc.host().task_count(), 0);
+        assert!(svc.dispatcher().is_stopped());
+        assert!(svc.list_streams().is_empty());
+    }
+    stop_clients.cancel();
+    let _ = flood.await;
+    while clients.join_next().await.is_some() {}
+    echo_task.abort();
+    eventually("no task left", || runtime.num_alive_tasks() == baseline).await;
+}
