@@ -147,7 +147,9 @@ pub enum DeliveryPolicy {
 #[non_exhaustive]
 pub struct SubscriberOptions {
     /// Channel capacity in messages; `None` takes
-    /// [`DispatcherConfig::subscriber_capacity`].
+    /// [`DispatcherConfig::subscriber_capacity`]. It counts the messages waiting in the channel.
+    /// A consumer that finds nothing in hand takes every waiting message at once (one lock), so
+    /// it may hold up to another `capacity` messages it has taken but not yet returned.
     pub capacity: Option<usize>,
     /// What to do when the channel is full.
     pub policy: DeliveryPolicy,

@@ -135,7 +135,8 @@ impl<M: Message> Dispatcher<M> {
     /// Afterwards senders fail with [`DispatchError::Stopped`] (including those blocked in
     /// `send`), messages still queued are discarded (counted in
     /// [`DispatcherMetrics::discarded_at_stop`]), and every subscriber is closed: it receives what
-    /// was already delivered to it, then [`DispatchError::Closed`].
+    /// was already delivered to it, then [`DispatchError::Closed`]. A sender blocked in `send`
+    /// while the queue is emptied may still get one message in, which is then dropped uncounted.
     pub fn stop(&self) {
         let mut lifecycle = self.lifecycle.lock();
         let previous = std::mem::replace(&mut *lifecycle, Lifecycle::Stopped);

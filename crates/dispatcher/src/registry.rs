@@ -47,8 +47,9 @@ pub(crate) struct KindRoute {
 /// An immutable routing table.
 pub(crate) struct Routes<M: Message> {
     pub(crate) generation: u64,
-    /// Kinds with at least one subscriber.
-    pub(crate) by_kind: HashMap<M::Kind, KindRoute>,
+    /// Kinds with at least one subscriber: index into `kinds`.
+    pub(crate) by_kind: HashMap<M::Kind, usize>,
+    pub(crate) kinds: Vec<KindRoute>,
     /// Every registered subscriber; `Target::slot` indexes this.
     pub(crate) subscribers: Vec<Arc<SubscriberShared<M>>>,
     /// Kinds whose duplicate filter is on (with or without subscribers).
@@ -60,6 +61,7 @@ impl<M: Message> Routes<M> {
         Self {
             generation: 0,
             by_kind: HashMap::new(),
+            kinds: Vec::new(),
             subscribers: Vec::new(),
             dedup_kinds: HashSet::new(),
         }
@@ -271,9 +273,18 @@ impl<M: Message> Registry<M> {
             }
             subscribers.push(Arc::clone(subscriber));
         }
+        let mut kinds = Vec::with_capacity(by_kind.len());
+        let by_kind = by_kind
+            .into_iter()
+            .map(|(kind, route)| {
+                kinds.push(route);
+                (kind, kinds.len() - 1)
+            })
+            .collect();
         state.routes = Arc::new(Routes {
             generation,
             by_kind,
+            kinds,
             subscribers,
             dedup_kinds,
         });
