@@ -36,6 +36,8 @@ pub struct DispatcherMetrics<K: Eq + Hash> {
     pub unknown_kind: u64,
     /// Messages still in the queue when the dispatcher stopped (dropped, counted here).
     pub discarded_at_stop: u64,
+    /// Subscribers removed because their consumer panicked while holding them.
+    pub subscribers_panicked: u64,
     /// Per kind: every kind that ever had a subscriber or a duplicate filter.
     pub kinds: HashMap<K, KindMetrics>,
     /// Per registered subscriber, by registration order. A deregistered subscriber's counters
@@ -167,6 +169,7 @@ pub(crate) fn snapshot<M: Message>(
         received: shared.received.load(Ordering::Relaxed),
         unknown_kind: shared.unknown_kind.load(Ordering::Relaxed),
         discarded_at_stop: shared.discarded_at_stop.load(Ordering::Relaxed),
+        subscribers_panicked: shared.registry.panicked(),
         kinds,
         subscribers,
     }
@@ -254,6 +257,13 @@ impl<M: Message> prometheus_client::collector::Collector for Collector<M> {
             "Messages still queued when the dispatcher stopped.",
             None,
             snapshot.discarded_at_stop,
+        )?;
+        counter(
+            &mut encoder,
+            "p2pnet_dispatcher_subscribers_panicked",
+            "Subscribers removed because their consumer panicked.",
+            None,
+            snapshot.subscribers_panicked,
         )?;
 
         let kinds: Vec<(String, KindMetrics)> = snapshot

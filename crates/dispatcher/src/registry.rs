@@ -89,9 +89,21 @@ pub(crate) struct Registry<M: Message> {
     state: Mutex<State<M>>,
     generation: AtomicU64,
     next_id: AtomicU64,
+    /// Subscribers dropped while their consumer was panicking.
+    panicked: AtomicU64,
 }
 
 impl<M: Message> Registry<M> {
+    /// Counts a subscriber lost to a panicking consumer.
+    pub(crate) fn note_panicked(&self) {
+        self.panicked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subscribers lost to panicking consumers so far.
+    pub(crate) fn panicked(&self) -> u64 {
+        self.panicked.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             state: Mutex::new(State {
@@ -103,6 +115,7 @@ impl<M: Message> Registry<M> {
             }),
             generation: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
+            panicked: AtomicU64::new(0),
         }
     }
 

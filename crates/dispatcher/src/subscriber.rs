@@ -619,6 +619,15 @@ impl<M: Message> Stream for Subscriber<M> {
 impl<M: Message> Drop for Subscriber<M> {
     fn drop(&mut self) {
         if let Some(registry) = self.registry.upgrade() {
+            // A consumer that panics drops its subscriber while unwinding: it is removed like
+            // any other, the loop goes on, and the loss is counted and logged.
+            if std::thread::panicking() {
+                registry.note_panicked();
+                tracing::warn!(
+                    subscriber = self.shared.handle.id(),
+                    "subscriber's consumer panicked; removed"
+                );
+            }
             registry.deregister(self.shared.handle);
         }
         self.shared.close();

@@ -494,3 +494,36 @@ fn prometheus_metrics() {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+#[test]
+fn a_panicking_subscriber_is_isolated_and_counted() {
+    let d = dispatcher();
+    d.start().unwrap();
+    let mut healthy = d.register([1u8], SubscriberOptions::new()).unwrap();
+    let doomed = d.register([1u8], SubscriberOptions::new()).unwrap();
+    let sender = d.sender();
+    sender.send(TestMsg::new(1, 0)).unwrap();
+    // The consumer thread panics while handling its first message.
+    let consumer = std::thread::spawn(move || {
+        let mut doomed = doomed;
+        let _msg = doomed.recv_timeout(PATIENCE).unwrap();
+        panic!("consumer bug");
+    });
+    assert!(consumer.join().is_err(), "the consumer panicked");
+    // The loop lives: later messages still reach the healthy subscriber, in order.
+    for seq in 1..100 {
+        sender.send(TestMsg::new(1, seq)).unwrap();
+    }
+    d.flush(PATIENCE).unwrap();
+    let got: Vec<u64> = drain(&mut healthy).iter().map(|m| m.seq).collect();
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    let metrics = d.metrics();
+    assert_eq!(metrics.subscribers_panicked, 1);
+    assert_eq!(
+        metrics.subscribers.len(),
+        1,
+        "the panicked subscriber was removed"
+    );
+    assert!(d.is_running());
+    d.stop();
+}
