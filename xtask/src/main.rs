@@ -8,6 +8,7 @@ use std::time::Instant;
 
 mod bench;
 mod fuzz;
+mod netns;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// The multi-host test in network namespaces (skips, saying why, where it cannot run).
+    Netns,
     /// Runs every cargo-fuzz target for a while; fails on any crash.
     Fuzz {
         /// Seconds per target.
@@ -49,6 +52,7 @@ fn main() -> Result<()> {
         Cmd::Ci => ci(),
         Cmd::Bench { group, quick } => bench::run(&group, quick),
         Cmd::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
+        Cmd::Netns => netns::run(),
     }
 }
 
@@ -143,6 +147,8 @@ fn ci() -> Result<()> {
             ],
         )
         .env("RUSTDOCFLAGS", "-D warnings"),
+        // The multi-host test runs where namespaces can be created and says why it skips where not.
+        Step::new("netns", &["xtask", "netns"]),
     ];
     let started = Instant::now();
     for step in &steps {
