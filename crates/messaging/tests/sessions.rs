@@ -701,3 +701,56 @@ async fn send_to_peers_filters_and_reports() {
     b.stop().await;
     c.stop().await;
 }
+
+#[tokio::test]
+async fn messages_sent_after_bye_are_never_delivered() {
+    let mut m = Node::new(cfg(), 64).await;
+    let good = Node::new(cfg(), 64).await;
+    link(&m, &good).await;
+
+    // A raw peer on another chain: refused with Bye(WrongChainId) ...
+    let mut raw = Raw::connect(&m, false).await;
+    let rid = raw.host.peer_id();
+    let wrong = Hello {
+        chain_id: m.m.config().chain_id.wrapping_add(1),
+        protocol_version: ProtocolVersion::CURRENT,
+        compression: false,
+        client_version: "raw".into(),
+        listen_addrs: vec![],
+    };
+    let wrong_codec = FrameCodec::new(wrong.chain_id);
+    let mut b = BytesMut::new();
+    wrong_codec.encode(&wrong.to_frame(), &mut b).unwrap();
+    raw.send_raw(&b).await;
+    m.event(|e| matches!(e, SessionEvent::HandshakeFailed { peer, .. } if *peer == rid))
+        .await;
+    // ... keeps talking anyway, in both chain ids. None of it may reach the sink.
+    let mut flood = BytesMut::new();
+    for i in 0..200u32 {
+        let f = Frame::new("tx", i.to_be_bytes().to_vec()).unwrap();
+        raw.codec.encode(&f, &mut flood).unwrap();
+        wrong_codec.encode(&f, &mut flood).unwrap();
+    }
+    let _ = raw.stream.write_all(&flood).await;
+    let _ = raw.stream.flush().await;
+    eventually("the refused peer is disconnected", || {
+        !m.host.is_connected(&rid)
+    })
+    .await;
+
+    // The good peer is unaffected, and its message is the only one the sink ever sees.
+    good.m
+        .send_to_peer(&m.id(), "tx", &b"from the good peer"[..], Priority::Normal)
+        .unwrap();
+    let msg = m.recv().await;
+    assert_eq!(msg.peer, good.id());
+    assert_eq!(&msg.payload[..], b"from the good peer");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        m.rx.try_recv().is_err(),
+        "a message sent after Bye was delivered"
+    );
+    raw.host.shutdown().await;
+    good.stop().await;
+    m.stop().await;
+}
