@@ -14,7 +14,7 @@ pub(crate) struct DaemonArgs {
     /// Listen address (repeatable). Default /ip4/0.0.0.0/tcp/4001.
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<Multiaddr>,
-    /// A peer to connect to at start, as /ip4/…/tcp/…/p2p/<id> (repeatable).
+    /// A peer to connect to at start, as `/ip4/…/tcp/…/p2p/<id>` (repeatable).
     #[arg(long = "bootstrap", value_name = "ADDR")]
     bootstrap: Vec<Multiaddr>,
 }
