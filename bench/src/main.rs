@@ -50,6 +50,10 @@ fn main() -> Result<()> {
                 .unwrap_or(if args.quick { 200 } else { 1000 });
             rt.block_on(scale::run(n))?
         }
+        "scale-stream-clients" => {
+            let n = args.connections.unwrap_or(1000);
+            return rt.block_on(scale::stream_clients(n));
+        }
         "scale-clients" => {
             let target = args.target.as_deref().unwrap_or_default();
             let n = args.connections.unwrap_or(1000);
