@@ -44,6 +44,12 @@ const GROUPS: &[Group] = &[
         example: Some("forward_bench"),
         args: &[],
     },
+    Group {
+        name: "scale",
+        package: "p2pnet-bench",
+        example: None,
+        args: &["scale"],
+    },
 ];
 
 fn available(group: &Group) -> bool {
