@@ -1,84 +1,147 @@
-//! `p2pnet daemon`: a node on the network until interrupted.
+//! `p2pnet daemon`: a node (`NetService`) on the network until interrupted.
+//!
+//! Configuration comes from `--config FILE`, else `<data-dir>/p2pnet.toml` when it exists, else
+//! the defaults; `--listen`, `--bootstrap` and `--metrics` override it. The identity is kept in
+//! `<data-dir>/identity.key` unless the configuration names another file.
 
 use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use p2pnet_host::{Host, HostConfig, HostError, Multiaddr, load_or_generate_keypair, with_p2p};
+use p2pnet_host::{Multiaddr, Protocol, with_p2p};
+use p2pnet_netservice::{NetConfig, NetService};
 
-/// The address a node listens on when told nothing else.
-const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
+/// The configuration file looked for in the data directory.
+const CONFIG_FILE: &str = "p2pnet.toml";
 
 #[derive(clap::Args)]
 pub(crate) struct DaemonArgs {
-    /// Listen address (repeatable). Default /ip4/0.0.0.0/tcp/4001.
+    /// Configuration file (TOML). Default `<data-dir>/p2pnet.toml` when it exists.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address (repeatable); overrides the configuration. Default /ip4/0.0.0.0/tcp/4001.
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<Multiaddr>,
-    /// A peer to connect to at start, as `/ip4/…/tcp/…/p2p/<id>` (repeatable).
+    /// A peer to connect to at start, as `/ip4/…/tcp/…/p2p/<id>` (repeatable); overrides the
+    /// configuration.
     #[arg(long = "bootstrap", value_name = "ADDR")]
     bootstrap: Vec<Multiaddr>,
+    /// Serve Prometheus metrics on this local address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    /// Print the whole default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
 }
 
 /// Replaces the TCP port of `addr` with 0.
 fn any_port(addr: &Multiaddr) -> Multiaddr {
     addr.iter()
         .map(|p| match p {
-            p2pnet_host::Protocol::Tcp(_) => p2pnet_host::Protocol::Tcp(0),
+            Protocol::Tcp(_) => Protocol::Tcp(0),
             other => other,
         })
         .collect()
 }
 
-async fn listen(host: &Host, addr: Multiaddr, explicit: bool) -> Result<()> {
-    match host.listen_on(addr.clone()).await {
-        Ok(_) => Ok(()),
-        Err(HostError::ListenFailed { source, .. })
-            if !explicit && source.kind() == ErrorKind::AddrInUse =>
-        {
-            let fallback = any_port(&addr);
-            tracing::warn!(%addr, %fallback, "default port is taken; listening on a free port instead");
-            host.listen_on(fallback)
-                .await
-                .map(drop)
-                .context("listening on a free port")
+/// Whether the TCP port of `addr` is already taken by someone else.
+fn port_taken(addr: &Multiaddr) -> bool {
+    let mut it = addr.iter();
+    let ip: std::net::IpAddr = match it.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return false,
+    };
+    match it.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => {
+            std::net::TcpListener::bind((ip, port)).is_err_and(|e| e.kind() == ErrorKind::AddrInUse)
         }
-        Err(e) => Err(e).with_context(|| format!("cannot listen on {addr}")),
+        _ => false,
     }
 }
 
-pub(crate) async fn run(data_dir: PathBuf, args: DaemonArgs) -> Result<()> {
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let keypair = load_or_generate_keypair(&data_dir.join("identity.key"))?;
-    let host = Host::new(keypair, HostConfig::default())?;
+/// Listen addresses the user did not choose fall back to a free port when theirs is taken, with
+/// a clear log line; chosen ones are kept (and fail at start if taken).
+fn resolve_listen(addrs: Vec<String>, chosen: bool) -> Vec<String> {
+    if chosen {
+        return addrs;
+    }
+    addrs
+        .into_iter()
+        .map(|a| match a.parse::<Multiaddr>() {
+            Ok(addr) if port_taken(&addr) => {
+                let fallback = any_port(&addr);
+                tracing::warn!(%addr, %fallback, "default port is taken; listening on a free port instead");
+                fallback.to_string()
+            }
+            _ => a,
+        })
+        .collect()
+}
 
-    let explicit = !args.listen.is_empty();
-    let addrs = if explicit {
-        args.listen
-    } else {
-        vec![DEFAULT_LISTEN.parse().context("default listen address")?]
+fn load_config(data_dir: &Path, args: &DaemonArgs) -> Result<(NetConfig, bool)> {
+    let in_data_dir = data_dir.join(CONFIG_FILE);
+    let (mut config, from_file) = match &args.config {
+        Some(path) => (NetConfig::load(path)?, true),
+        None if in_data_dir.exists() => (NetConfig::load(&in_data_dir)?, true),
+        None => (NetConfig::default(), false),
     };
-    for addr in addrs {
-        if let Err(e) = listen(&host, addr, explicit).await {
-            host.shutdown().await;
-            return Err(e);
-        }
+    if config.identity_key.is_none() {
+        config.identity_key = Some("identity.key".into());
     }
-    println!("peer id: {}", host.peer_id());
-    for addr in host.listen_addrs() {
-        println!("listening: {}", with_p2p(&addr, host.peer_id()));
+    let chosen = !args.listen.is_empty() || from_file;
+    if !args.listen.is_empty() {
+        config.host.listen_addrs = args.listen.iter().map(ToString::to_string).collect();
     }
-    for addr in args.bootstrap {
-        match host.dial(addr.clone()).await {
-            Ok(peer) => tracing::info!(%peer, %addr, "connected to bootstrap peer"),
-            Err(e) => tracing::warn!(%addr, error = %e, "bootstrap peer unreachable"),
-        }
+    if !args.bootstrap.is_empty() {
+        config.bootstrap = args.bootstrap.iter().map(ToString::to_string).collect();
+    }
+    if let Some(m) = &args.metrics {
+        config.metrics_addr = Some(m.clone());
+    }
+    config.host.listen_addrs =
+        resolve_listen(std::mem::take(&mut config.host.listen_addrs), chosen);
+    config.validate()?;
+    Ok((config, chosen))
+}
+
+pub(crate) async fn run(data_dir: PathBuf, args: DaemonArgs) -> Result<()> {
+    if args.print_default_config {
+        print!("{}", NetConfig::default_toml());
+        return Ok(());
+    }
+    create_private_dir(&data_dir)?;
+    let (config, _) = load_config(&data_dir, &args)?;
+    let svc = NetService::new_in(config, &data_dir)?;
+    svc.start().await.context("starting the node")?;
+    println!("peer id: {}", svc.peer_id());
+    for addr in svc.listen_addrs() {
+        println!("listening: {}", with_p2p(&addr, svc.peer_id()));
+    }
+    if let Some(m) = svc.metrics_addr() {
+        println!("metrics: http://{m}/metrics");
     }
 
-    wait_for_signal().await?;
+    let signal = wait_for_signal().await;
     tracing::info!("stopping");
-    host.shutdown().await;
+    svc.stop().await;
     tracing::info!("stopped");
+    signal
+}
+
+/// Creates the data directory, readable by its owner only when we create it.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
     Ok(())
 }
 
@@ -95,19 +158,20 @@ async fn wait_for_signal() -> Result<()> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_taken_default_port_falls_back_to_a_free_one() {
+    #[test]
+    fn a_taken_default_port_falls_back_to_a_free_one() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
-        let host = Host::new(p2pnet_host::generate_keypair(), HostConfig::default()).unwrap();
-        // Asked for explicitly: an error.
-        assert!(listen(&host, addr.clone(), true).await.is_err());
+        let addr = format!("/ip4/127.0.0.1/tcp/{port}");
+        // Chosen by the user: kept, so that start fails with a clear error.
+        assert_eq!(resolve_listen(vec![addr.clone()], true), vec![addr.clone()]);
         // The default: falls back to a free port.
-        listen(&host, addr, false).await.unwrap();
-        let bound = host.listen_addrs();
-        assert_eq!(bound.len(), 1);
-        assert_ne!(bound[0].to_string(), format!("/ip4/127.0.0.1/tcp/{port}"));
-        host.shutdown().await;
+        assert_eq!(
+            resolve_listen(vec![addr], false),
+            vec!["/ip4/127.0.0.1/tcp/0".to_owned()]
+        );
+        // A free port is kept as it is.
+        let free = "/ip4/127.0.0.1/tcp/0".to_owned();
+        assert_eq!(resolve_listen(vec![free.clone()], false), vec![free]);
     }
 }

@@ -137,3 +137,76 @@ fn malformed_identity_is_reported_with_its_path() {
         "{err}"
     );
 }
+
+#[test]
+fn two_daemons_tunnel_a_tcp_service_from_their_configuration() {
+    use std::io::{Read, Write};
+    // The TCP service next to daemon B: echoes one request, then closes.
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let service_port = service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = service.accept() {
+            let mut req = Vec::new();
+            let _ = s.read_to_end(&mut req);
+            let _ = s.write_all(&req);
+        }
+    });
+    let dir_b = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir_b.path().join("p2pnet.toml"),
+        format!(
+            "[host]\nlisten_addrs = [\"/ip4/127.0.0.1/tcp/0\"]\n\n[[listen]]\nprotocol = \"/x/echo\"\n\
+             target_addr = \"/ip4/127.0.0.1/tcp/{service_port}\"\n"
+        ),
+    )
+    .unwrap();
+    let b = Daemon::start(dir_b.path(), &[]);
+    let b_addr = value_after(&b.line_with("listening:"), "listening:");
+
+    let entry_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir_a = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir_a.path().join("p2pnet.toml"),
+        format!(
+            "[host]\nlisten_addrs = [\"/ip4/127.0.0.1/tcp/0\"]\n\n[[forward]]\nprotocol = \"/x/echo\"\n\
+             listen_addr = \"/ip4/127.0.0.1/tcp/{entry_port}\"\npeer = \"{b_addr}\"\n"
+        ),
+    )
+    .unwrap();
+    let a = Daemon::start(dir_a.path(), &[]);
+    a.line_with("listening:");
+
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", entry_port)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    client.write_all(b"through two daemons").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    client.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"through two daemons");
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+}
+
+#[test]
+fn print_default_config_is_valid_toml() {
+    let out = Command::new(env!("CARGO_BIN_EXE_p2pnet"))
+        .args(["daemon", "--print-default-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("[host]") && text.contains("listen_addrs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[messaging]") && text.contains("chain_id"),
+        "{text}"
+    );
+}
