@@ -4,13 +4,29 @@
 //!
 //! Throughput is counted at the receiving sink: a message counts once it is delivered. The
 //! sender retries on `Backpressure` (the per-peer queue is full), yielding to let it drain.
+//! Every loop is bounded in count and in time; a stall is reported as an error.
+//!
+//! Broadcast latency: a hub node with sessions to exactly 32 receivers calls
+//! [`Messenger::broadcast`]; the figure is the time until all 32 sinks have the message.
 #![allow(clippy::print_stdout)] // a benchmark program: stdout is its report
+
+// The results type and JSON/table printer shared with `p2pnet-bench`, so every group reports
+// alike (median of the rounds, min and max). This example uses no baselines.
+#[allow(dead_code)]
+#[path = "../../../bench/src/report.rs"]
+mod report;
 
 use std::time::{Duration, Instant};
 
 use p2pnet_host::{Host, HostConfig, generate_keypair, with_p2p};
 use p2pnet_messaging::{InboundMessage, MessagingConfig, MessagingError, Messenger, Priority};
+use report::Figure;
 use tokio::sync::mpsc;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// How long one measurement may take before it counts as a stall.
+const STALL: Duration = Duration::from_secs(30);
 
 struct Node {
     host: Host,
@@ -18,11 +34,9 @@ struct Node {
     inbox: mpsc::Receiver<InboundMessage>,
 }
 
-async fn node() -> Node {
-    let host = Host::new(generate_keypair(), HostConfig::default()).expect("host");
-    host.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
-        .await
-        .expect("listen");
+async fn node() -> BenchResult<Node> {
+    let host = Host::new(generate_keypair(), HostConfig::default())?;
+    host.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
     let (tx, inbox) = mpsc::channel(65_536);
     let config = MessagingConfig {
         // Measure the wire and sessions, not snappy.
@@ -30,39 +44,46 @@ async fn node() -> Node {
         ..MessagingConfig::default()
     };
     let messenger = Messenger::new(host.clone(), config, tx);
-    messenger.start().expect("start messaging");
-    Node {
+    messenger.start()?;
+    Ok(Node {
         host,
         messenger,
         inbox,
-    }
+    })
 }
 
-async fn connect(a: &Node, b: &Node) {
+async fn connect(a: &Node, b: &Node) -> BenchResult<()> {
     let addr = with_p2p(&b.host.listen_addrs()[0], b.host.peer_id());
-    a.host.dial(addr).await.expect("dial");
+    a.host.dial(addr).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(a.messenger.has_session(&b.host.peer_id())
         && b.messenger.has_session(&a.host.peer_id()))
     {
-        assert!(Instant::now() < deadline, "no session");
+        if Instant::now() >= deadline {
+            return Err("no messaging session within 10 s".into());
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    Ok(())
 }
 
-/// Sends `count` messages of `size` bytes from `a` to `b`; returns messages per second.
-async fn throughput(a: &Node, b: &mut Node, size: usize, count: usize) -> f64 {
+/// Sends `count` messages of `size` bytes from `a` to `b`; returns messages per second, counted
+/// when the last one reaches `b`'s sink.
+async fn throughput(a: &Node, b: &mut Node, size: usize, count: usize) -> BenchResult<f64> {
     let payload = bytes::Bytes::from(vec![0x5a_u8; size]);
     let to = b.host.peer_id();
     let started = Instant::now();
+    let deadline = started + STALL;
     let receive = async {
         let mut got = 0usize;
         while got < count {
-            match tokio::time::timeout(Duration::from_secs(30), b.inbox.recv()).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, b.inbox.recv()).await {
                 Ok(Some(_)) => got += 1,
-                _ => panic!("delivery stalled after {got} of {count}"),
+                _ => return Err(format!("{size} B: {got} of {count} delivered in {STALL:?}")),
             }
         }
+        Ok(())
     };
     let send = async {
         let mut sent = 0usize;
@@ -72,113 +93,96 @@ async fn throughput(a: &Node, b: &mut Node, size: usize, count: usize) -> f64 {
                 .send_to_peer(&to, "bench", payload.clone(), Priority::Normal)
             {
                 Ok(()) => sent += 1,
-                Err(MessagingError::Backpressure { .. }) => tokio::task::yield_now().await,
-                Err(e) => panic!("send failed: {e}"),
+                Err(MessagingError::Backpressure { .. }) => {
+                    if Instant::now() >= deadline {
+                        return Err(format!("{size} B: {sent} of {count} queued in {STALL:?}"));
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => return Err(format!("send failed: {e}")),
             }
         }
+        Ok(())
     };
-    tokio::join!(send, receive);
-    count as f64 / started.elapsed().as_secs_f64()
+    let (sent, received) = tokio::join!(send, receive);
+    sent?;
+    received?;
+    Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
-/// One message to all 32 receivers at once (a broadcast to that peer set): microseconds until all have it.
-async fn broadcast_latency(from: &Node, to: &mut [Node]) -> f64 {
-    let targets: std::collections::HashSet<_> = to.iter().map(|n| n.host.peer_id()).collect();
+/// One `broadcast` from `hub` (whose only sessions are the receivers): microseconds until every
+/// receiver's sink has it.
+async fn broadcast_latency(hub: &Node, to: &mut [Node]) -> BenchResult<f64> {
     let started = Instant::now();
-    let report = from
+    let report = hub
         .messenger
-        .send_to_peers(|p| targets.contains(p), "bcast", &b"x"[..], Priority::High)
-        .expect("broadcast");
-    assert_eq!(report.reached.len(), to.len());
+        .broadcast("bcast", &b"x"[..], Priority::High)?;
+    if report.reached.len() != to.len() {
+        return Err(format!(
+            "broadcast reached {} of {} peers ({} failed)",
+            report.reached.len(),
+            to.len(),
+            report.failed.len()
+        )
+        .into());
+    }
+    let deadline = started + Duration::from_secs(10);
     for n in to.iter_mut() {
-        tokio::time::timeout(Duration::from_secs(10), n.inbox.recv())
-            .await
-            .expect("delivered");
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, n.inbox.recv()).await {
+            Ok(Some(_)) => {}
+            _ => return Err("a broadcast was not delivered within 10 s".into()),
+        }
     }
-    started.elapsed().as_secs_f64() * 1e6
-}
-
-struct Figure {
-    name: &'static str,
-    unit: &'static str,
-    samples: Vec<f64>,
-}
-
-impl Figure {
-    fn stats(&self) -> (f64, f64, f64) {
-        let mut s = self.samples.clone();
-        s.sort_by(f64::total_cmp);
-        let median = s[s.len() / 2];
-        (median, s[0], s[s.len() - 1])
-    }
+    Ok(started.elapsed().as_secs_f64() * 1e6)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+async fn main() -> BenchResult<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let json = args.iter().any(|a| a == "--json");
     let rounds = if quick { 3 } else { 5 };
     let scale = if quick { 1 } else { 3 };
 
-    let a = node().await;
-    let mut b = node().await;
-    connect(&a, &b).await;
-    let cases: [(&'static str, usize, usize); 3] = [
+    let a = node().await?;
+    let mut b = node().await?;
+    connect(&a, &b).await?;
+    let cases: [(&str, usize, usize); 3] = [
         ("messaging.msgs.64b", 64, 200_000 * scale),
         ("messaging.msgs.1kib", 1024, 50_000 * scale),
         ("messaging.msgs.64kib", 64 * 1024, 2_000 * scale),
     ];
     let mut figures: Vec<Figure> = cases
         .iter()
-        .map(|(name, _, _)| Figure {
-            name,
-            unit: "msgs/s",
-            samples: Vec::new(),
-        })
+        .map(|(name, _, _)| Figure::new(name, "msgs/s", true))
         .collect();
     // Rounds alternate the sizes so that a noisy moment hits them all alike.
     for _ in 0..rounds {
         for (i, (_, size, count)) in cases.iter().enumerate() {
-            let rate = throughput(&a, &mut b, *size, *count).await;
+            let rate = throughput(&a, &mut b, *size, *count).await?;
             figures[i].samples.push(rate);
         }
     }
 
+    let hub = node().await?;
     let mut receivers = Vec::new();
     for _ in 0..32 {
-        let r = node().await;
-        connect(&a, &r).await;
+        let r = node().await?;
+        connect(&hub, &r).await?;
         receivers.push(r);
     }
-    let mut latency = Figure {
-        name: "messaging.broadcast_latency.32",
-        unit: "µs",
-        samples: Vec::new(),
-    };
+    let mut latency = Figure::new("messaging.broadcast_latency.32", "µs", false);
     for _ in 0..rounds * 10 {
-        latency
-            .samples
-            .push(broadcast_latency(&a, &mut receivers).await);
+        let us = broadcast_latency(&hub, &mut receivers).await?;
+        latency.samples.push(us);
     }
     figures.push(latency);
 
-    for f in &figures {
-        let (median, min, max) = f.stats();
-        if json {
-            println!(
-                "{{\"name\":\"{}\",\"unit\":\"{}\",\"median\":{median:.1},\"min\":{min:.1},\"max\":{max:.1},\"baseline\":null,\"ratio\":null}}",
-                f.name, f.unit
-            );
-        } else {
-            println!(
-                "{:<34} {median:>14.1} {:<7} [{min:.1} – {max:.1}]",
-                f.name, f.unit
-            );
-        }
-    }
-    for n in receivers.into_iter().chain([a, b]) {
+    report::print(&figures, json);
+    for n in receivers.into_iter().chain([a, b, hub]) {
         n.messenger.shutdown().await;
         n.host.shutdown().await;
     }
+    Ok(())
 }
