@@ -10,7 +10,7 @@ mod report;
 mod rust_libp2p;
 mod scale;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -31,6 +31,12 @@ struct Args {
     /// `scale` only: how many connections (default 1,000; 200 with --quick).
     #[arg(long)]
     connections: Option<usize>,
+    /// `scale` only: how many idle forwarded streams (default 10,000; 2,000 with --quick).
+    #[arg(long)]
+    streams: Option<usize>,
+    /// Internal: the TCP port a `scale-stream-*` child process uses.
+    #[arg(long, hide = true)]
+    port: Option<u16>,
     /// Internal: the address a `scale-clients` child process dials.
     #[arg(long, hide = true)]
     target: Option<String>,
@@ -48,11 +54,23 @@ fn main() -> Result<()> {
             let n = args
                 .connections
                 .unwrap_or(if args.quick { 200 } else { 1000 });
-            rt.block_on(scale::run(n))?
+            let streams = args
+                .streams
+                .unwrap_or(if args.quick { 2_000 } else { 10_000 });
+            let mut figures = rt.block_on(scale::run(n))?;
+            figures.extend(rt.block_on(scale::stream_memory(streams))?);
+            figures
         }
+        "scale-stream-node" => {
+            let port = args.port.context("--port")?;
+            let n = args.connections.context("--connections")?;
+            return rt.block_on(scale::stream_node(port, n));
+        }
+        "scale-stream-target" => return rt.block_on(scale::stream_target()),
         "scale-stream-clients" => {
-            let n = args.connections.unwrap_or(1000);
-            return rt.block_on(scale::stream_clients(n));
+            let port = args.port.context("--port")?;
+            let n = args.connections.context("--connections")?;
+            return rt.block_on(scale::stream_clients(port, n));
         }
         "scale-clients" => {
             let target = args.target.as_deref().unwrap_or_default();

@@ -1,6 +1,8 @@
-//! `scale` group: one node holding many connections from client hosts on loopback.
+//! `scale` group: one node holding many connections from client hosts on loopback, and many idle
+//! forwarded streams through one pair of nodes.
 //!
-//! The clients run in a child process (`p2pnet-bench scale-clients`), so the node's resident
+//! Everything not measured runs in child processes of this binary (`scale-clients`,
+//! `scale-stream-node`, `scale-stream-target`, `scale-stream-clients`), so each node's resident
 //! memory, read from `/proc/self/status` before and after, is its own.
 
 use std::io::{BufRead, BufReader};
@@ -108,131 +110,249 @@ pub(crate) async fn run(n: usize) -> Result<Vec<Figure>> {
     connections.samples.push(answered as f64);
     let mut ping = Figure::new("scale.ping_p99", "ms", false);
     ping.samples.push(p99.unwrap_or(f64::NAN));
-    let streams = if n >= 1000 {
-        STREAMS_FULL
-    } else {
-        STREAMS_QUICK
-    };
-    let stream_memory = stream_memory(streams).await?;
-    Ok(vec![memory, connections, ping, stream_memory])
+    Ok(vec![memory, connections, ping])
 }
 
-/// Idle forwarded streams for the full run. Not 10,000: the hard file-descriptor limit of these
-/// machines is 20,000 and the two nodes hold two sockets per stream.
-const STREAMS_FULL: usize = 9_000;
-const STREAMS_QUICK: usize = 1_000;
+/// How long any step of the stream benchmark may take.
+const STEP: Duration = Duration::from_secs(120);
 
-/// Resident memory per idle forwarded stream: node A forwards a local port to node B, which
-/// bridges to a target service. The TCP clients and the target service run in a child process,
-/// so the figure covers both nodes' share of a stream (A's and B's bridge, yamux stream, socket).
-async fn stream_memory(n: usize) -> Result<Figure> {
-    use std::io::Write as _;
-    let limits = Limits {
-        max_inbound_streams_per_connection: n + 64,
-        max_outbound_streams_per_connection: n + 64,
-        ..Limits::default()
-    };
-    let config = HostConfig {
-        limits,
+/// A child process of this binary, talked to by lines on stdin and stdout; killed on drop.
+struct ChildProc {
+    what: &'static str,
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildProc {
+    fn spawn(what: &'static str, args: &[&str]) -> Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting the {what} process"))?;
+        let stdin = child.stdin.take().context("child stdin")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            what,
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    /// The next line starting with `prefix`, without it (blocking; bounded by `STEP`).
+    async fn expect(&self, prefix: &str) -> Result<String> {
+        let line = tokio::task::block_in_place(|| self.lines.recv_timeout(STEP))
+            .with_context(|| format!("{} process: no {prefix:?} line", self.what))?;
+        line.strip_prefix(prefix)
+            .map(|rest| rest.trim().to_owned())
+            .with_context(|| format!("{} process said {line:?}, not {prefix:?}", self.what))
+    }
+
+    fn say(&mut self, line: &str) -> Result<()> {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{line}")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads one line from stdin (blocking, in a runtime thread that may block).
+fn read_stdin_line() -> Result<String> {
+    let mut line = String::new();
+    tokio::task::block_in_place(|| std::io::stdin().read_line(&mut line))?;
+    Ok(line.trim().to_owned())
+}
+
+fn stream_host_config(n: usize) -> HostConfig {
+    HostConfig {
+        limits: Limits {
+            max_inbound_streams_per_connection: n + 64,
+            max_outbound_streams_per_connection: n + 64,
+            ..Limits::default()
+        },
         idle_timeout: None,
         ..HostConfig::default()
-    };
-    let forward_config = p2pnet_forward::ForwardConfig {
+    }
+}
+
+fn stream_forward_config(n: usize) -> p2pnet_forward::ForwardConfig {
+    p2pnet_forward::ForwardConfig {
         max_streams: n + 64,
         ..Default::default()
-    };
-    let a = Host::new(generate_keypair(), config.clone())?;
-    let b = Host::new(generate_keypair(), config)?;
-    let b_addr = b.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
-    let fa = p2pnet_forward::Forwarder::new(a.clone(), forward_config.clone());
-    let fb = p2pnet_forward::Forwarder::new(b.clone(), forward_config);
-    a.dial(with_p2p(&b_addr, b.peer_id())).await?;
+    }
+}
 
-    // The child binds the target service first and tells us its port.
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args(["scale-stream-clients", "--connections", &n.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting the client process")?;
-    let mut stdin = child.stdin.take().context("client stdin")?;
-    let stdout = child.stdout.take().context("client stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let next = |what: &str| {
-        rx.recv_timeout(Duration::from_secs(120))
-            .with_context(|| format!("client process: no {what}"))
+/// Polls `count` every 50 ms until it reaches `n` or `STEP` passes; returns the last count.
+async fn wait_for(n: usize, count: impl Fn() -> usize) -> usize {
+    let deadline = Instant::now() + STEP;
+    let mut seen = count();
+    while seen < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = count();
+    }
+    seen
+}
+
+/// Resident memory per idle forwarded stream: node A (this process) forwards a local port to
+/// node B, which bridges every stream to a target service. Node B, the target service and the
+/// TCP clients each run in a child process of their own, so that each process holds about one
+/// socket per stream (the hard file-descriptor limit here is 20,000) and each node's resident
+/// memory, before and after, is its own. Reports both nodes together and each node alone.
+pub(crate) async fn stream_memory(n: usize) -> Result<Vec<Figure>> {
+    raise_fd_limit();
+    let n_arg = n.to_string();
+    let target = ChildProc::spawn("target", &["scale-stream-target"])?;
+    let target_port = target.expect("target ").await?;
+    let mut node_b = ChildProc::spawn(
+        "node B",
+        &[
+            "scale-stream-node",
+            "--port",
+            &target_port,
+            "--connections",
+            &n_arg,
+        ],
+    )?;
+    let (b_addr, b_before) = {
+        let ready = node_b.expect("ready ").await?;
+        let (addr, rss) = ready
+            .split_once(' ')
+            .context("node B: ready <addr> <rss>")?;
+        (addr.parse::<Multiaddr>()?, rss.parse::<u64>()?)
     };
-    let target_port: u16 = next("target port")?.trim_start_matches("target ").parse()?;
+    let b_peer = match b_addr.iter().last() {
+        Some(p2pnet_host::Protocol::P2p(peer)) => peer,
+        _ => bail!("node B's address has no /p2p: {b_addr}"),
+    };
+
+    let a = Host::new(generate_keypair(), stream_host_config(n))?;
+    let fa = p2pnet_forward::Forwarder::new(a.clone(), stream_forward_config(n));
+    a.dial(b_addr).await?;
+    let info = fa
+        .forward("/x/idle", "/ip4/127.0.0.1/tcp/0".parse()?, b_peer)
+        .await?;
+    let port = match info.listen_addr.iter().nth(1) {
+        Some(p2pnet_host::Protocol::Tcp(p)) => p,
+        _ => bail!("not a TCP address: {}", info.listen_addr),
+    };
+    // Let the allocator settle before the baseline.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a_before = resident_kib()?;
+
+    let clients = ChildProc::spawn(
+        "clients",
+        &[
+            "scale-stream-clients",
+            "--port",
+            &port.to_string(),
+            "--connections",
+            &n_arg,
+        ],
+    )?;
+    let opened = clients.expect("connected ").await?;
+    if opened != n_arg {
+        bail!("clients opened {opened} of {n} connections");
+    }
+    node_b.say("measure")?;
+    let a_streams = wait_for(n, || fa.list_streams().len()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let a_after = resident_kib()?;
+    let (b_streams, b_after) = {
+        let measured = node_b.expect("measured ").await?;
+        let (streams, rss) = measured
+            .split_once(' ')
+            .context("node B: measured <streams> <rss>")?;
+        (streams.parse::<usize>()?, rss.parse::<u64>()?)
+    };
+    drop(clients);
+    drop(node_b);
+    drop(target);
+    fa.shutdown().await;
+    a.shutdown().await;
+    if a_streams < n || b_streams < n {
+        bail!(
+            "only {a_streams} (node A) and {b_streams} (node B) of {n} forwarded streams came up"
+        );
+    }
+
+    let per_stream = |before: u64, after: u64| after.saturating_sub(before) as f64 / n as f64;
+    let (per_a, per_b) = (per_stream(a_before, a_after), per_stream(b_before, b_after));
+    let mut both = Figure::new("scale.stream_memory", "KiB", false);
+    both.samples.push(per_a + per_b);
+    let mut node_a = Figure::new("scale.stream_memory.node_a", "KiB", false);
+    node_a.samples.push(per_a);
+    let mut node_b = Figure::new("scale.stream_memory.node_b", "KiB", false);
+    node_b.samples.push(per_b);
+    Ok(vec![both, node_a, node_b])
+}
+
+/// Child process: node B. Listens, bridges `/x/idle` to the target service on `target_port`,
+/// prints `ready <addr> <rss KiB>`; on `measure` (stdin) waits for `n` streams and prints
+/// `measured <streams> <rss KiB>`; then holds everything until killed.
+pub(crate) async fn stream_node(target_port: u16, n: usize) -> Result<()> {
+    raise_fd_limit();
+    let b = Host::new(generate_keypair(), stream_host_config(n))?;
+    let addr = b.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
+    let fb = p2pnet_forward::Forwarder::new(b.clone(), stream_forward_config(n));
     fb.listen(
         "/x/idle",
         format!("/ip4/127.0.0.1/tcp/{target_port}").parse()?,
         p2pnet_forward::ListenOptions::default(),
     )?;
-    let info = fa
-        .forward("/x/idle", "/ip4/127.0.0.1/tcp/0".parse()?, b.peer_id())
-        .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = resident_kib()?;
-    writeln!(stdin, "{}", info.listen_addr)?;
-    let connected = next("connected line")?;
-    if !connected.starts_with("connected") {
-        bail!("client process failed: {connected:?}");
+    println!("ready {} {}", with_p2p(&addr, b.peer_id()), resident_kib()?);
+    let command = read_stdin_line()?;
+    if command != "measure" {
+        bail!("node B: unexpected command {command:?}");
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while (fa.list_streams().len() < n || fb.list_streams().len() < n) && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let live = fa.list_streams().len().min(fb.list_streams().len());
+    let streams = wait_for(n, || fb.list_streams().len()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = resident_kib()?;
-    let _ = child.kill();
-    let _ = child.wait();
-    fa.shutdown().await;
-    fb.shutdown().await;
-    a.shutdown().await;
-    b.shutdown().await;
-    if live < n {
-        bail!("only {live} of {n} forwarded streams came up");
-    }
-    let mut figure = Figure::new("scale.stream_memory", "KiB", false);
-    figure
-        .samples
-        .push(after.saturating_sub(before) as f64 / n as f64);
-    Ok(figure)
+    println!("measured {streams} {}", resident_kib()?);
+    std::future::pending::<()>().await;
+    Ok(())
 }
 
-/// The child process of `stream_memory`: a target service that echoes one byte per connection
-/// and then holds it idle, and `n` clients of the forwarded port (read from stdin).
-pub(crate) async fn stream_clients(n: usize) -> Result<()> {
+/// Child process: the target service. Echoes one byte per connection, then holds it idle.
+pub(crate) async fn stream_target() -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     raise_fd_limit();
     let target = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("target {}", target.local_addr()?.port());
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = target.accept().await {
-            tokio::spawn(async move {
-                let mut b = [0u8; 1];
-                if s.read_exact(&mut b).await.is_ok() && s.write_all(&b).await.is_ok() {
-                    std::future::pending::<()>().await;
-                }
-            });
-        }
-    });
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    let addr: Multiaddr = line.trim().parse().context("forward address")?;
-    let port = match addr.iter().nth(1) {
-        Some(p2pnet_host::Protocol::Tcp(p)) => p,
-        _ => bail!("not a TCP address: {addr}"),
-    };
+    loop {
+        let (mut s, _) = target.accept().await?;
+        tokio::spawn(async move {
+            let mut b = [0u8; 1];
+            if s.read_exact(&mut b).await.is_ok() && s.write_all(&b).await.is_ok() {
+                std::future::pending::<()>().await;
+            }
+        });
+    }
+}
+
+/// Child process: `n` TCP clients of the forwarded port, each writing one byte and reading the
+/// echo (so every bridge is live), 100 at a time; prints `connected <n>`, then holds them.
+pub(crate) async fn stream_clients(port: u16, n: usize) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raise_fd_limit();
     let mut held = Vec::with_capacity(n);
     for chunk in 0..n.div_ceil(100) {
         let mut opens = Vec::new();
@@ -245,11 +365,14 @@ pub(crate) async fn stream_clients(n: usize) -> Result<()> {
                 Ok::<_, std::io::Error>(s)
             });
         }
-        for s in futures::future::join_all(opens).await {
+        let opened = tokio::time::timeout(STEP, futures::future::join_all(opens))
+            .await
+            .context("opening forwarded connections timed out")?;
+        for s in opened {
             held.push(s.context("forwarded connection")?);
         }
     }
-    println!("connected {n}");
+    println!("connected {}", held.len());
     std::future::pending::<()>().await;
     Ok(())
 }
