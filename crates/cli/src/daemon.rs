@@ -2,7 +2,8 @@
 //!
 //! Configuration comes from `--config FILE`, else `<data-dir>/p2pnet.toml` when it exists, else
 //! the defaults; `--listen`, `--bootstrap` and `--metrics` override it. The identity is kept in
-//! `<data-dir>/identity.key` unless the configuration names another file.
+//! `<data-dir>/identity.key` unless the configuration names another file. The control socket is
+//! `<data-dir>/p2pnet.sock` (see [`crate::control`]).
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use p2pnet_host::{Multiaddr, Protocol, with_p2p};
 use p2pnet_netservice::{NetConfig, NetService};
+
+use crate::control;
 
 /// The configuration file looked for in the data directory.
 const CONFIG_FILE: &str = "p2pnet.toml";
@@ -112,8 +115,19 @@ pub(crate) async fn run(data_dir: PathBuf, args: DaemonArgs) -> Result<()> {
     }
     create_private_dir(&data_dir)?;
     let (config, _) = load_config(&data_dir, &args)?;
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| data_dir.join(CONFIG_FILE));
+    // Bound before the node starts, so that a second daemon on the same data directory stops
+    // here with a clear error instead of taking ports.
+    let control = control::server::bind(&control::socket_path(&data_dir))?;
     let svc = NetService::new_in(config, &data_dir)?;
-    svc.start().await.context("starting the node")?;
+    if let Err(e) = svc.start().await {
+        control.close();
+        return Err(e).context("starting the node");
+    }
+    let server = control.serve(svc.clone(), config_path);
     println!("peer id: {}", svc.peer_id());
     for addr in svc.listen_addrs() {
         println!("listening: {}", with_p2p(&addr, svc.peer_id()));
@@ -121,9 +135,11 @@ pub(crate) async fn run(data_dir: PathBuf, args: DaemonArgs) -> Result<()> {
     if let Some(m) = svc.metrics_addr() {
         println!("metrics: http://{m}/metrics");
     }
+    println!("control: {}", control::socket_path(&data_dir).display());
 
     let signal = wait_for_signal().await;
     tracing::info!("stopping");
+    server.shutdown().await;
     svc.stop().await;
     tracing::info!("stopped");
     signal

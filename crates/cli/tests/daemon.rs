@@ -1,5 +1,6 @@
 //! The `p2pnet daemon` binary end to end: first start, identity kept across restarts, the
-//! fallback from a taken default port, bootstrap, and a clean stop on SIGTERM.
+//! fallback from a taken default port, bootstrap, and a clean stop on SIGTERM (which removes the
+//! control socket).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -60,8 +61,15 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        self.child.kill().unwrap();
         panic!("daemon did not stop within 5 s of SIGTERM");
+    }
+}
+
+/// Whatever happens in a test, no daemon outlives it.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -98,6 +106,10 @@ fn daemon_starts_keeps_identity_bootstraps_and_stops() {
     assert!(b.stop().success());
 
     assert!(a.stop().success(), "clean exit on SIGTERM");
+    assert!(
+        !dir.path().join("p2pnet.sock").exists(),
+        "control socket removed"
+    );
     // Restart: same identity.
     let again = Daemon::start(dir.path(), &["--listen", "/ip4/127.0.0.1/tcp/0"]);
     assert_eq!(value_after(&again.line_with("peer id:"), "peer id:"), peer);

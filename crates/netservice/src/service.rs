@@ -469,6 +469,20 @@ impl NetService {
         crate::metrics::encode(&self.inner.registry.lock())
     }
 
+    /// Resolves a peer given as a peer id or as a multiaddr ending in `/p2p/<id>`; the address
+    /// of the latter is added to the peer store so the peer can be dialed by id (as `forward`
+    /// and `connect` do). Returns the peer.
+    pub fn add_peer(&self, peer: &str) -> Result<PeerId, NetError> {
+        let (peer, addr) = parse_peer("peer", peer)?;
+        if let Some(addr) = addr {
+            self.inner
+                .host
+                .peer_store()
+                .add_addrs(peer, [addr], PERMANENT_ADDR_TTL);
+        }
+        Ok(peer)
+    }
+
     /// Whether a stream handler is registered for `protocol`.
     pub fn check_proto_exists(&self, protocol: &str) -> bool {
         self.inner.host.check_proto_exists(protocol)
@@ -605,5 +619,27 @@ impl NetService {
         };
         std::fs::write(&tmp, config.to_toml()).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn add_peer_takes_an_id_or_an_address_and_remembers_the_address() {
+        let svc = NetService::new(NetConfig::default()).unwrap();
+        let other = p2pnet_host::generate_keypair().public().to_peer_id();
+        assert_eq!(svc.add_peer(&other.to_string()).unwrap(), other);
+        assert!(svc.host().peer_store().addrs(&other).is_empty());
+        let addr = format!("/ip4/192.0.2.1/tcp/4001/p2p/{other}");
+        assert_eq!(svc.add_peer(&addr).unwrap(), other);
+        assert_eq!(
+            svc.host().peer_store().addrs(&other),
+            vec!["/ip4/192.0.2.1/tcp/4001".parse::<Multiaddr>().unwrap()]
+        );
+        let err = svc.add_peer("/ip4/192.0.2.1/tcp/4001").unwrap_err();
+        assert!(err.to_string().contains("/p2p/"), "{err}");
+        svc.stop().await;
     }
 }
