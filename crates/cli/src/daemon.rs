@@ -113,6 +113,9 @@ pub(crate) async fn run(data_dir: PathBuf, args: DaemonArgs) -> Result<()> {
         print!("{}", NetConfig::default_toml());
         return Ok(());
     }
+    // Installed before anything starts: a SIGTERM that arrives while the node is still starting
+    // (a supervisor giving up early) then stops it cleanly instead of killing the process.
+    let signals = Signals::install()?;
     create_private_dir(&data_dir)?;
     let (config, _) = load_config(&data_dir, &args)?;
     let config_path = args
@@ -137,7 +140,7 @@ pub(crate) async fn run(data_dir: PathBuf, args: DaemonArgs) -> Result<()> {
     }
     println!("control: {}", control::socket_path(&data_dir).display());
 
-    let signal = wait_for_signal().await;
+    let signal = signals.wait().await;
     tracing::info!("stopping");
     server.shutdown().await;
     svc.stop().await;
@@ -161,12 +164,27 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C"),
-        _ = term.recv() => Ok(()),
+/// SIGINT and SIGTERM, caught from the moment they are installed.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    /// Waits for the first of them (also one that arrived before this call).
+    async fn wait(mut self) -> Result<()> {
+        tokio::select! {
+            _ = self.int.recv() => Ok(()),
+            _ = self.term.recv() => Ok(()),
+        }
     }
 }
 
