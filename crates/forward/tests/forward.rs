@@ -312,7 +312,13 @@ async fn concurrent_connections_all_intact(n: u32) {
             client.write_all(&msg).await.unwrap();
             client.shutdown().await.unwrap();
             let (back, end) = read_all(&mut client).await;
-            end.unwrap();
+            if let Err(e) = end {
+                panic!(
+                    "connection {i}: {e} after {} of {} bytes",
+                    back.len(),
+                    msg.len()
+                );
+            }
             assert_eq!(back, msg, "connection {i}");
         });
     }

@@ -28,6 +28,7 @@ impl Nodes {
     }
 
     pub async fn with(ca: ForwardConfig, cb: ForwardConfig) -> Nodes {
+        init_tracing();
         let b = Host::new(generate_keypair(), HostConfig::default()).unwrap();
         let b_addr = b.listen_on(LOOPBACK.parse().unwrap()).await.unwrap();
         let a = Host::new(generate_keypair(), HostConfig::default()).unwrap();
@@ -57,6 +58,17 @@ impl Nodes {
         })
         .await;
     }
+}
+
+/// Sends the crates' logs to the test's captured output (shown when a test fails). `RUST_LOG`
+/// chooses what is logged; by default warnings and errors.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// Awaits `fut`, failing the test after `secs` seconds.
