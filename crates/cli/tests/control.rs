@@ -469,3 +469,57 @@ fn demo_runs_and_exits_0() {
     assert!(stdout.contains("summary"), "{stdout}");
     assert!(stdout.contains("1000 of 1000 delivered"), "{stdout}");
 }
+
+/// Another user cannot drive the daemon: the socket's mode keeps them out, and when an owner
+/// loosens the modes by mistake the daemon still refuses connections whose peer credentials carry
+/// another uid. Needs root (to run a client as `nobody`); says so and passes vacuously otherwise.
+#[test]
+fn another_user_is_refused_even_when_the_modes_are_loosened() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    if std::fs::metadata(tmp.path()).unwrap().uid() != 0 {
+        eprintln!("skipped: running a client as another user needs root");
+        return;
+    }
+    let dir = tmp.path().join("data");
+    let daemon = Daemon::start(&dir);
+    let as_nobody = || {
+        Command::new(env!("CARGO_BIN_EXE_p2pnet"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("id")
+            .uid(65534)
+            .gid(65534)
+            .output()
+    };
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    // The modes as the daemon set them: nobody cannot even reach the socket.
+    let Ok(out) = as_nobody() else {
+        eprintln!("skipped: user nobody cannot run the p2pnet binary here");
+        return;
+    };
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ermission denied"), "{err}");
+
+    // Loosened: nobody connects, and is refused by the credentials check.
+    chmod(tmp.path(), 0o755);
+    chmod(&dir, 0o777);
+    chmod(&dir.join("p2pnet.sock"), 0o666);
+    let out = as_nobody().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let line = daemon
+        .proc
+        .line_with("control connection from another user refused");
+    assert!(line.contains("uid=65534"), "{line}");
+    // The owner is still served.
+    assert_eq!(daemon.json(&["id"])["peer_id"], json!(daemon.peer));
+}

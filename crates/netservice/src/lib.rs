@@ -46,3 +46,8 @@ pub use config::{ForwardTunnel, HostSection, ListenTunnel, NetConfig, PeersSecti
 pub use error::NetError;
 pub use message::NetMessage;
 pub use service::{NetEvent, NetMetrics, NetService};
+
+/// The README's Rust example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

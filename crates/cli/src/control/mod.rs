@@ -1,8 +1,9 @@
 //! The control API: a Unix socket in the data directory that only the owner can use.
 
 pub(crate) mod client;
-pub(crate) mod protocol;
 pub(crate) mod server;
+
+pub(crate) use p2pnet_cli::protocol;
 
 use std::path::{Path, PathBuf};
 

@@ -18,7 +18,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::protocol::{MAX_LINE, Request, Response};
+use super::protocol::{MAX_LINE, ProtocolError, Request, Response, parse_request};
 
 /// How long `send` waits for a message session with a peer it just dialed.
 const SESSION_WAIT: Duration = Duration::from_secs(10);
@@ -159,20 +159,19 @@ async fn serve_conn(stream: UnixStream, ctx: std::sync::Arc<Ctx>, stop: Cancella
             Ok(_) => {}
         }
         if line.len() >= MAX_LINE && !line.ends_with(b"\n") {
-            let too_long = Response::err(format!("request line longer than {MAX_LINE} bytes"));
+            // The rest of an over-long line cannot be told from a next request: answer and hang up.
+            let too_long = Response::err(ProtocolError::TooLong { max: MAX_LINE });
             let _ = wr.write_all(too_long.to_line().as_bytes()).await;
             return;
         }
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
-        let response = match serde_json::from_slice::<Request>(&line) {
-            Err(e) => Response::err(format!("malformed request: {e}")),
-            Ok(Request::Subscribe { kind }) => {
+        let response = match parse_request(&line) {
+            Ok(None) => continue,
+            Err(e) => Response::err(e),
+            Ok(Some(Request::Subscribe { kind })) => {
                 subscribe(&ctx.svc, &kind, rd, wr, stop).await;
                 return;
             }
-            Ok(request) => {
+            Ok(Some(request)) => {
                 tracing::debug!(?request, "control request");
                 match handle(&ctx, request).await {
                     Ok(result) => Response::ok(result),

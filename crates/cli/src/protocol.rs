@@ -10,44 +10,100 @@
 //! `subscribe` answers once (`{"ok":true,"result":{"subscribed":KIND}}`) and then sends one
 //! response line per message (`{"ok":true,"result":{"peer":…,"kind":…,"data":…}}`) until the
 //! client hangs up.
+//!
+//! The daemon reads a request line with [`parse_request`], which bounds it and never panics
+//! (fuzzed by `cargo xtask fuzz --target control_request`):
+//!
+//! ```
+//! use p2pnet_cli::protocol::{ProtocolError, Request, parse_request};
+//!
+//! assert_eq!(parse_request(b"{\"cmd\":\"ls\"}\n").unwrap(), Some(Request::Ls));
+//! assert_eq!(parse_request(b"  \n").unwrap(), None);
+//! assert!(matches!(parse_request(b"{\"cmd\":\"rm -rf\"}"), Err(ProtocolError::Malformed(_))));
+//! ```
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Longest request line accepted, in bytes (newline included); a longer one is answered with an
 /// error and the connection closed.
-pub(crate) const MAX_LINE: usize = 64 * 1024;
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Why a request line was not understood.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The line is longer than [`MAX_LINE`] bytes.
+    #[error("request line longer than {max} bytes")]
+    TooLong {
+        /// The bound.
+        max: usize,
+    },
+    /// Not JSON, not a known command, or a field missing or of the wrong type.
+    #[error("malformed request: {0}")]
+    Malformed(#[source] serde_json::Error),
+}
+
+/// Parses one request line (trailing newline optional). A blank line is `Ok(None)`.
+pub fn parse_request(line: &[u8]) -> Result<Option<Request>, ProtocolError> {
+    if line.len() > MAX_LINE {
+        return Err(ProtocolError::TooLong { max: MAX_LINE });
+    }
+    if line.trim_ascii().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(line)
+        .map(Some)
+        .map_err(ProtocolError::Malformed)
+}
 
 /// A request to the daemon. Peers are peer ids or multiaddrs ending in `/p2p/<id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
-pub(crate) enum Request {
+pub enum Request {
     /// This node's peer id and listen addresses.
     Id,
     /// Connected peers.
     Peers,
     /// Dial an address.
-    Connect { addr: String },
+    Connect {
+        /// A multiaddr ending in `/p2p/<id>`.
+        addr: String,
+    },
     /// Close every connection to a peer.
-    Disconnect { peer: String },
+    Disconnect {
+        /// The peer.
+        peer: String,
+    },
     /// Round-trip time to a peer.
-    Ping { peer: String },
+    Ping {
+        /// The peer.
+        peer: String,
+    },
     /// Forward local connections on `listen_addr` to `peer` on `protocol`.
     Forward {
+        /// The stream protocol, e.g. `/x/ssh`.
         protocol: String,
+        /// The local address to accept connections on, e.g. `/ip4/127.0.0.1/tcp/2222`.
         listen_addr: String,
+        /// The peer to open streams to.
         peer: String,
+        /// Also write the tunnel to the daemon's configuration file.
         #[serde(default)]
         persist: bool,
     },
     /// Bridge inbound streams on `protocol` to `target_addr`.
     Listen {
+        /// The stream protocol, e.g. `/x/ssh`.
         protocol: String,
+        /// The local service each stream is bridged to.
         target_addr: String,
+        /// Send the remote peer id as the first line to the target.
         #[serde(default)]
         report_peer_id: bool,
+        /// Only these peers may open streams (empty: everyone).
         #[serde(default)]
         allow: Vec<String>,
+        /// Also write the tunnel to the daemon's configuration file.
         #[serde(default)]
         persist: bool,
     },
@@ -57,43 +113,65 @@ pub(crate) enum Request {
     Streams,
     /// Close the listeners matching every criterion given (`all` for every listener).
     Close {
+        /// Every listener.
         #[serde(default)]
         all: bool,
+        /// Listeners of this protocol.
         #[serde(default)]
         protocol: Option<String>,
+        /// Listeners on this local address.
         #[serde(default)]
         listen_addr: Option<String>,
+        /// Listeners bridging to this target.
         #[serde(default)]
         target_addr: Option<String>,
     },
-    /// Reset one forwarded stream (`s3` or `3`).
-    StreamClose { id: String },
+    /// Reset one forwarded stream.
+    StreamClose {
+        /// The stream id as `ls`/`streams` show it (`s3`, or just `3`).
+        id: String,
+    },
     /// Send a message to one peer.
     Send {
+        /// The peer.
         peer: String,
+        /// The message kind (subscribers register for kinds).
         kind: String,
+        /// The payload, as UTF-8 text.
         data: String,
     },
     /// Send a message to every peer with a session.
-    Broadcast { kind: String, data: String },
+    Broadcast {
+        /// The message kind.
+        kind: String,
+        /// The payload, as UTF-8 text.
+        data: String,
+    },
     /// Stream messages of `kind` on this connection.
-    Subscribe { kind: String },
+    Subscribe {
+        /// The message kind.
+        kind: String,
+    },
     /// Prometheus text.
     Metrics,
 }
 
 /// A response line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Response {
-    pub(crate) ok: bool,
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// What it returned, when it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) result: Option<Value>,
+    pub result: Option<Value>,
+    /// Why it failed, when it failed: one line for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) error: Option<String>,
+    pub error: Option<String>,
 }
 
 impl Response {
-    pub(crate) fn ok(result: Value) -> Self {
+    /// A success carrying `result`.
+    pub fn ok(result: Value) -> Self {
         Self {
             ok: true,
             result: Some(result),
@@ -101,7 +179,8 @@ impl Response {
         }
     }
 
-    pub(crate) fn err(error: impl std::fmt::Display) -> Self {
+    /// A failure saying `error`.
+    pub fn err(error: impl std::fmt::Display) -> Self {
         Self {
             ok: false,
             result: None,
@@ -110,7 +189,7 @@ impl Response {
     }
 
     /// The response as one line, newline included.
-    pub(crate) fn to_line(&self) -> String {
+    pub fn to_line(&self) -> String {
         let mut line = serde_json::to_string(self)
             .unwrap_or_else(|_| r#"{"ok":false,"error":"unencodable response"}"#.to_owned());
         line.push('\n');
