@@ -10,9 +10,18 @@ use std::task::{Context, Poll};
 
 use p2pnet_host::{Multiaddr, Protocol};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 
 use crate::ForwardError;
+
+/// The listen backlog of forwarding TCP listeners: how many connections the kernel completes and
+/// queues until the accept loop takes them. `TcpListener::bind` (tokio through mio, like std)
+/// uses 128, and a burst of more clients than that overflows the queue: the kernel drops their
+/// SYNs (they wait a second or more for a retry) and, once it falls back to SYN cookies, resets
+/// connections whose handshake it could not finish, before we ever see them. The kernel caps the
+/// value at `net.core.somaxconn` (4,096 by default since Linux 5.4), as it does for Go's
+/// listeners, which ask for that much. (Unix listeners already ask for the maximum on Linux.)
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
 
 /// A local address: a TCP socket address or a Unix socket path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -143,10 +152,7 @@ impl LocalListener {
             source: Arc::new(e),
         };
         match endpoint {
-            Endpoint::Tcp(sa) => TcpListener::bind(sa)
-                .await
-                .map(LocalListener::Tcp)
-                .map_err(bind_err),
+            Endpoint::Tcp(sa) => bind_tcp(*sa).map(LocalListener::Tcp).map_err(bind_err),
             Endpoint::Unix(path) => {
                 replace_stale_socket(path).await.map_err(bind_err)?;
                 let listener = UnixListener::bind(path).map_err(bind_err)?;
@@ -194,6 +200,17 @@ impl Drop for LocalListener {
             }
         }
     }
+}
+
+/// Binds a TCP listener as `TcpListener::bind` does (`SO_REUSEADDR`), with [`LISTEN_BACKLOG`].
+fn bind_tcp(sa: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match sa {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(sa)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn replace_stale_socket(path: &Path) -> io::Result<()> {
@@ -344,5 +361,105 @@ mod tests {
         }
         let bad = Multiaddr::empty().with(Protocol::Unix("%zz".into()));
         assert!(Endpoint::parse(&bad).is_err());
+    }
+}
+
+/// A burst of connections larger than std's (and so tokio's) listen backlog of 128 must queue in
+/// the kernel until the accept loop takes them. With a backlog of 128 the 130th client's SYN is
+/// dropped while nobody accepts, and under load the kernel falls back to SYN cookies and resets
+/// clients (the flake of the 500-connection forwarding test).
+#[cfg(test)]
+mod backlog_tests {
+    #![allow(clippy::print_stderr)]
+
+    use std::future::Future;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::task::JoinSet;
+
+    use super::*;
+
+    /// How many connections to queue: 512, or less where `net.core.somaxconn` caps the backlog
+    /// lower (`None` where it is too low for the test to mean anything).
+    fn burst() -> Option<usize> {
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        let n = somaxconn.min(LISTEN_BACKLOG as usize).min(512);
+        (n > 200).then_some(n)
+    }
+
+    async fn queue_then_accept<C, F>(listener: LocalListener, n: usize, connect: C)
+    where
+        C: Fn() -> F,
+        F: Future<Output = io::Result<LocalConn>> + Send + 'static,
+    {
+        // Nobody accepts yet: every handshake must complete into the kernel's queue.
+        let mut clients = JoinSet::new();
+        for _ in 0..n {
+            clients.spawn(connect());
+        }
+        let mut conns = Vec::with_capacity(n);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(r) = clients.join_next().await {
+                conns.push(r.unwrap().expect("connect"));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "only {} of {n} connections were queued without an accept",
+                conns.len()
+            )
+        });
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.write_all(&(i as u32).to_be_bytes()).await.unwrap();
+        }
+        // Every queued connection is then accepted intact.
+        let mut seen = vec![false; n];
+        for _ in 0..n {
+            let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+                .await
+                .expect("accept timed out")
+                .unwrap();
+            let mut b = [0u8; 4];
+            conn.read_exact(&mut b).await.unwrap();
+            seen[u32::from_be_bytes(b) as usize] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    #[tokio::test]
+    async fn tcp_listener_queues_a_burst_larger_than_128() {
+        let Some(n) = burst() else {
+            eprintln!("skipped: net.core.somaxconn is too low for a burst over 128");
+            return;
+        };
+        let ep = Endpoint::Tcp("127.0.0.1:0".parse().unwrap());
+        let listener = LocalListener::bind(&ep, &ep.to_multiaddr()).await.unwrap();
+        let bound = listener.local_endpoint().unwrap();
+        queue_then_accept(listener, n, move || {
+            let bound = bound.clone();
+            async move { connect(&bound).await }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn unix_listener_queues_a_burst_larger_than_128() {
+        let Some(n) = burst() else {
+            eprintln!("skipped: net.core.somaxconn is too low for a burst over 128");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ep = Endpoint::Unix(dir.path().join("burst.sock"));
+        let listener = LocalListener::bind(&ep, &ep.to_multiaddr()).await.unwrap();
+        queue_then_accept(listener, n, move || {
+            let ep = ep.clone();
+            async move { connect(&ep).await }
+        })
+        .await;
     }
 }
