@@ -285,16 +285,11 @@ async fn remote_peer_gone_mid_transfer_resets_local_connection() {
     nodes.shutdown().await;
 }
 
+/// More clients at once than a default listen backlog (128) holds: the forwarder's listener must
+/// queue them all (it once reset a few now and then under load, see `endpoint::LISTEN_BACKLOG`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "KNOWN FLAKE under parallel load (2026-11-25): now and then one of 500 connections is \
-            reset; under investigation, run with --ignored"]
 async fn five_hundred_concurrent_connections_all_intact() {
     concurrent_connections_all_intact(500).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_concurrent_connections_all_intact() {
-    concurrent_connections_all_intact(200).await;
 }
 
 async fn concurrent_connections_all_intact(n: u32) {

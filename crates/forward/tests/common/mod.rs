@@ -9,7 +9,7 @@ use p2pnet_forward::{ForwardConfig, Forwarder, ListenerInfo};
 use p2pnet_host::{Host, HostConfig, Multiaddr, Protocol, generate_keypair, with_p2p};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 pub const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
@@ -107,6 +107,15 @@ pub async fn connect(listener: &ListenerInfo) -> TcpStream {
         .unwrap()
 }
 
+/// A TCP listener on 127.0.0.1 with a backlog that takes a burst of hundreds of connections
+/// (`TcpListener::bind` queues only 128; beyond that the kernel drops or, with SYN cookies,
+/// resets connections, and a target that does so is not what the tests are about).
+pub fn listen_tcp() -> TcpListener {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.listen(4096).unwrap()
+}
+
 /// A service on 127.0.0.1: each connection is served by `serve` on its own task.
 pub struct Service {
     pub addr: Multiaddr,
@@ -124,7 +133,7 @@ where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = listen_tcp();
     let addr = tcp_addr(listener.local_addr().unwrap().port());
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
