@@ -1,10 +1,11 @@
 //! `p2pnet-bench`: side-by-side measurements of plain TCP, `p2pnet-host` and rust-libp2p on
 //! loopback, alternated round by round in one process run so that their ratios are meaningful
-//! on a noisy machine. Run through `cargo xtask bench host`.
+//! on a noisy machine. Run through `cargo xtask bench host|forward|scale`.
 //!
 //! Prints one JSON object per result line with `--json`, else a table.
 #![allow(clippy::print_stdout)]
 
+mod forward_bench;
 mod host_bench;
 mod report;
 mod rust_libp2p;
@@ -50,6 +51,7 @@ fn main() -> Result<()> {
         .build()?;
     let results = match args.group.as_str() {
         "host" => rt.block_on(host_bench::run(args.quick, args.yamux_split_send_size))?,
+        "forward" => rt.block_on(forward_bench::run(args.quick))?,
         "scale" => {
             let n = args
                 .connections
@@ -77,7 +79,7 @@ fn main() -> Result<()> {
             let n = args.connections.unwrap_or(1000);
             return rt.block_on(scale::clients(target, n));
         }
-        other => anyhow::bail!("unknown group {other:?} (this binary runs: host, scale)"),
+        other => anyhow::bail!("unknown group {other:?} (this binary runs: host, forward, scale)"),
     };
     report::print(&results, args.json);
     Ok(())

@@ -111,3 +111,105 @@ async fn sink(mut s: libp2p::Stream) {
     let _ = s.write_all(&[1]).await;
     let _ = s.close().await;
 }
+
+/// The forwarding tunnel built on rust-libp2p, as a go-ipfs style `p2p forward`/`p2p listen`
+/// would be: node A accepts local TCP connections and opens one `libp2p-stream` stream to node B
+/// per connection; node B connects each inbound stream to a local TCP target. Both ends copy with
+/// `tokio::io::copy_bidirectional_with_sizes` and the same buffer size as p2pnet-forward.
+pub(crate) struct Tunnel {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Tunnel {
+    /// Builds the two swarms; `routes` are (protocol, target TCP port on B). Returns the tunnel
+    /// and, for each route, the local TCP port on node A that forwards to it.
+    pub(crate) async fn new(
+        routes: &[(&'static str, u16)],
+        buffer_size: usize,
+    ) -> Result<(Tunnel, Vec<u16>)> {
+        let mut b = swarm()?;
+        b.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+        let addr: Multiaddr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
+                break address;
+            }
+        };
+        let b_id = *b.local_peer_id();
+        let mut tasks = Vec::new();
+        for &(protocol, target) in routes {
+            let mut incoming = b
+                .behaviour()
+                .new_control()
+                .accept(StreamProtocol::new(protocol))?;
+            tasks.push(tokio::spawn(async move {
+                while let Some((_, stream)) = incoming.next().await {
+                    tokio::spawn(async move {
+                        let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                        else {
+                            return;
+                        };
+                        let _ = tcp.set_nodelay(true);
+                        bridge(tcp, stream, buffer_size).await;
+                    });
+                }
+            }));
+        }
+        tasks.push(tokio::spawn(async move {
+            loop {
+                b.select_next_some().await;
+            }
+        }));
+
+        let mut a = swarm()?;
+        a.dial(addr.with(libp2p::multiaddr::Protocol::P2p(b_id)))?;
+        loop {
+            if let SwarmEvent::ConnectionEstablished { .. } = a.select_next_some().await {
+                break;
+            }
+        }
+        let control = a.behaviour().new_control();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                a.select_next_some().await;
+            }
+        }));
+        let mut ports = Vec::new();
+        for &(protocol, _) in routes {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            ports.push(listener.local_addr()?.port());
+            let control = control.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let _ = tcp.set_nodelay(true);
+                    let mut control = control.clone();
+                    tokio::spawn(async move {
+                        let Ok(stream) = control
+                            .open_stream(b_id, StreamProtocol::new(protocol))
+                            .await
+                        else {
+                            return;
+                        };
+                        bridge(tcp, stream, buffer_size).await;
+                    });
+                }
+            }));
+        }
+        Ok((Tunnel { tasks }, ports))
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn bridge(mut tcp: tokio::net::TcpStream, stream: libp2p::Stream, buffer_size: usize) {
+    use tokio_util::compat::FuturesAsyncReadCompatExt;
+    let mut stream = stream.compat();
+    let _ =
+        tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut stream, buffer_size, buffer_size)
+            .await;
+}

@@ -40,9 +40,9 @@ const GROUPS: &[Group] = &[
     },
     Group {
         name: "forward",
-        package: "p2pnet-forward",
-        example: Some("forward_bench"),
-        args: &[],
+        package: "p2pnet-bench",
+        example: None,
+        args: &["forward"],
     },
     Group {
         name: "scale",

@@ -1,0 +1,254 @@
+//! `forward` group: one TCP client → forward on node A → node B → TCP sink/echo server, all on
+//! 127.0.0.1, next to the same traffic over plain TCP loopback and through the same tunnel built
+//! on rust-libp2p (see [`crate::rust_libp2p::Tunnel`]), alternating round by round in one
+//! process run.
+//!
+//! Reports throughput (MiB/s, one connection, 256 KiB writes, timed until the sink answered after
+//! reading everything), 64-byte ping-pong round-trip time (µs) and the aggregate throughput of
+//! many concurrent connections through our tunnel (100 × 16 MiB; `--quick`: 20 × 4 MiB).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use p2pnet_forward::{ForwardConfig, Forwarder, ListenOptions};
+use p2pnet_host::{Host, HostConfig, Protocol, generate_keypair, with_p2p};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::report::Figure;
+use crate::rust_libp2p;
+
+const WRITE: usize = 256 * 1024;
+
+struct Params {
+    rounds: usize,
+    bytes: usize,
+    pings: usize,
+    many: usize,
+    many_bytes: usize,
+}
+
+/// The three ways to the same sink and echo servers.
+#[derive(Clone, Copy)]
+struct Route {
+    sink: u16,
+    echo: u16,
+}
+
+pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
+    let p = if quick {
+        Params {
+            rounds: 3,
+            bytes: 64 << 20,
+            pings: 500,
+            many: 20,
+            many_bytes: 4 << 20,
+        }
+    } else {
+        Params {
+            rounds: 5,
+            bytes: 256 << 20,
+            pings: 2000,
+            many: 100,
+            many_bytes: 16 << 20,
+        }
+    };
+    let config = ForwardConfig::default();
+
+    // Plain services on loopback.
+    let plain = Route {
+        sink: serve(|s| Box::pin(sink(s))).await?,
+        echo: serve(|s| Box::pin(echo(s))).await?,
+    };
+
+    // Ours: node B serves both through remote listeners; node A forwards local ports to them.
+    let b = Host::new(generate_keypair(), HostConfig::default())?;
+    let b_addr = b.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
+    let fb = Forwarder::new(b.clone(), config.clone());
+    fb.listen("/x/sink", tcp(plain.sink), ListenOptions::default())?;
+    fb.listen("/x/echo", tcp(plain.echo), ListenOptions::default())?;
+    let a = Host::new(generate_keypair(), HostConfig::default())?;
+    a.dial(with_p2p(&b_addr, b.peer_id())).await?;
+    let fa = Forwarder::new(a.clone(), config.clone());
+    let any = "/ip4/127.0.0.1/tcp/0".parse()?;
+    let sink_port = port(&fa.forward("/x/sink", any, b.peer_id()).await?.listen_addr)?;
+    let any = "/ip4/127.0.0.1/tcp/0".parse()?;
+    let echo_port = port(&fa.forward("/x/echo", any, b.peer_id()).await?.listen_addr)?;
+    let ours = Route {
+        sink: sink_port,
+        echo: echo_port,
+    };
+
+    // Theirs: the same tunnel on rust-libp2p.
+    let (tunnel, ports) = rust_libp2p::Tunnel::new(
+        &[("/x/sink", plain.sink), ("/x/echo", plain.echo)],
+        config.buffer_size,
+    )
+    .await?;
+    let theirs = Route {
+        sink: ports[0],
+        echo: ports[1],
+    };
+
+    // Named apart from the host group's `tcp.throughput`: this one ran beside the tunnels.
+    let mut tcp_tp = Figure::new("tcp.throughput.alongside_forward", "MiB/s", true);
+    let mut fwd_tp = Figure::new("forward.throughput", "MiB/s", true);
+    let mut rust_tp = Figure::new("rust_libp2p.forward.throughput", "MiB/s", true);
+    let mut tcp_rtt = Figure::new("tcp.rtt", "us", false);
+    let mut fwd_rtt = Figure::new("forward.rtt", "us", false);
+    let mut rust_rtt = Figure::new("rust_libp2p.forward.rtt", "us", false);
+    for round in 0..p.rounds {
+        // Rotate who goes first so that no side always runs on a warmer or colder machine.
+        for i in 0..3 {
+            match (round + i) % 3 {
+                0 => tcp_tp.samples.push(throughput(plain.sink, p.bytes).await?),
+                1 => fwd_tp.samples.push(throughput(ours.sink, p.bytes).await?),
+                _ => rust_tp
+                    .samples
+                    .push(throughput(theirs.sink, p.bytes).await?),
+            }
+        }
+        for i in 0..3 {
+            match (round + i) % 3 {
+                0 => tcp_rtt.samples.push(rtt(plain.echo, p.pings).await?),
+                1 => fwd_rtt.samples.push(rtt(ours.echo, p.pings).await?),
+                _ => rust_rtt.samples.push(rtt(theirs.echo, p.pings).await?),
+            }
+        }
+    }
+    let mut tcp_many = Figure::new("tcp.many.throughput", "MiB/s", true);
+    let mut fwd_many = Figure::new("forward.many.throughput", "MiB/s", true);
+    tcp_many
+        .samples
+        .push(many(plain.sink, p.many, p.many_bytes).await?);
+    fwd_many
+        .samples
+        .push(many(ours.sink, p.many, p.many_bytes).await?);
+
+    drop(tunnel);
+    fa.shutdown().await;
+    fb.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+
+    let mut tp_vs_rust = fwd_tp.clone().against(&rust_tp);
+    tp_vs_rust.name = "forward.throughput.vs_rust_libp2p".into();
+    let mut rtt_vs_rust = fwd_rtt.clone().against(&rust_rtt);
+    rtt_vs_rust.name = "forward.rtt.vs_rust_libp2p".into();
+    let fwd_tp = fwd_tp.against(&tcp_tp);
+    let rust_tp = rust_tp.against(&tcp_tp);
+    let fwd_rtt = fwd_rtt.against(&tcp_rtt);
+    let rust_rtt = rust_rtt.against(&tcp_rtt);
+    let fwd_many = fwd_many.against(&tcp_many);
+    Ok(vec![
+        tcp_tp,
+        fwd_tp,
+        rust_tp,
+        tp_vs_rust,
+        tcp_rtt,
+        fwd_rtt,
+        rust_rtt,
+        rtt_vs_rust,
+        tcp_many,
+        fwd_many,
+    ])
+}
+
+fn tcp(port: u16) -> p2pnet_host::Multiaddr {
+    p2pnet_host::Multiaddr::empty()
+        .with(Protocol::Ip4([127, 0, 0, 1].into()))
+        .with(Protocol::Tcp(port))
+}
+
+fn port(addr: &p2pnet_host::Multiaddr) -> Result<u16> {
+    match addr.iter().last() {
+        Some(Protocol::Tcp(p)) => Ok(p),
+        _ => anyhow::bail!("not a tcp address: {addr}"),
+    }
+}
+
+type ServeFn =
+    fn(TcpStream) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+async fn serve(f: ServeFn) -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let port = l.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(f(s));
+        }
+    });
+    Ok(port)
+}
+
+/// Reads to EOF, then answers one byte.
+async fn sink(mut s: TcpStream) {
+    let mut buf = vec![0u8; WRITE];
+    while let Ok(n) = s.read(&mut buf).await {
+        if n == 0 {
+            let _ = s.write_all(b"k").await;
+            let _ = s.shutdown().await;
+            return;
+        }
+    }
+}
+
+async fn echo(mut s: TcpStream) {
+    let (mut r, mut w) = s.split();
+    let _ = tokio::io::copy(&mut r, &mut w).await;
+}
+
+/// Sends `bytes` and waits for the sink's answer; MiB/s.
+async fn throughput(port: u16, bytes: usize) -> Result<f64> {
+    let start = Instant::now();
+    send(port, bytes).await?;
+    Ok(bytes as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn send(port: u16, bytes: usize) -> Result<()> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+    let buf = vec![0x5au8; WRITE];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(WRITE);
+        s.write_all(&buf[..n]).await?;
+        left -= n;
+    }
+    s.shutdown().await?;
+    let mut ack = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(60), s.read_exact(&mut ack)).await??;
+    Ok(())
+}
+
+/// Mean round-trip time of 64-byte ping-pongs, µs.
+async fn rtt(port: u16, pings: usize) -> Result<f64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+    s.set_nodelay(true)?;
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    // Warm up.
+    for _ in 0..10 {
+        s.write_all(&msg).await?;
+        s.read_exact(&mut back).await?;
+    }
+    let start = Instant::now();
+    for _ in 0..pings {
+        s.write_all(&msg).await?;
+        s.read_exact(&mut back).await?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / pings as f64)
+}
+
+/// `n` connections sending `bytes` each at once; aggregate MiB/s.
+async fn many(port: u16, n: usize, bytes: usize) -> Result<f64> {
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        set.spawn(send(port, bytes));
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    Ok((n * bytes) as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64())
+}
