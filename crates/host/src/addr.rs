@@ -20,6 +20,53 @@ pub fn with_p2p(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
     without_p2p(addr).0.with(Protocol::P2p(peer))
 }
 
+/// Whether `addr` starts with a name to resolve (`/dns`, `/dns4`, `/dns6`).
+pub(crate) fn is_dns(addr: &Multiaddr) -> bool {
+    matches!(
+        addr.iter().next(),
+        Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_))
+    )
+}
+
+/// The TCP addresses a `/dns|dns4|dns6/<name>/tcp/<port>/…` address stands for: the name
+/// resolved by the system resolver (`/dns4` keeps IPv4 answers, `/dns6` IPv6 ones, `/dns` both),
+/// each with the rest of the address kept. An empty list when the name has no such address.
+pub(crate) async fn resolve_dns(addr: &Multiaddr) -> std::io::Result<Vec<Multiaddr>> {
+    let mut iter = addr.iter();
+    let (name, want_v4, want_v6) = match iter.next() {
+        Some(Protocol::Dns(name)) => (name, true, true),
+        Some(Protocol::Dns4(name)) => (name, true, false),
+        Some(Protocol::Dns6(name)) => (name, false, true),
+        _ => return Ok(vec![addr.clone()]),
+    };
+    let Some(Protocol::Tcp(port)) = iter.next() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "expected /tcp/<port> after the name",
+        ));
+    };
+    let rest: Vec<Protocol<'_>> = iter.collect();
+    let mut out = Vec::new();
+    for ip in tokio::net::lookup_host((&*name, port))
+        .await?
+        .map(|s| s.ip())
+    {
+        let first = match ip {
+            std::net::IpAddr::V4(v4) if want_v4 => Protocol::Ip4(v4),
+            std::net::IpAddr::V6(v6) if want_v6 => Protocol::Ip6(v6),
+            _ => continue,
+        };
+        let resolved: Multiaddr = [first, Protocol::Tcp(port)]
+            .into_iter()
+            .chain(rest.iter().cloned())
+            .collect();
+        if !out.contains(&resolved) {
+            out.push(resolved);
+        }
+    }
+    Ok(out)
+}
+
 /// Whether `addr` is a TCP address this host can dial or listen on.
 pub(crate) fn is_tcp(addr: &Multiaddr) -> bool {
     let mut iter = addr.iter();

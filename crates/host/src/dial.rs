@@ -112,8 +112,60 @@ impl HostInner {
         Err(last_error)
     }
 
-    /// One dial attempt to one transport address.
+    /// Dials one address: a TCP address directly; a `/dns…` one through the addresses its name
+    /// resolves to, in the resolver's order, until one answers.
     async fn dial_addr(
+        self: &Arc<Self>,
+        addr: Multiaddr,
+        expected: Option<PeerId>,
+    ) -> Result<ConnectionHandle, HostError> {
+        if !addr::is_dns(&addr) {
+            return self.dial_tcp_addr(addr, expected).await;
+        }
+        let failed = |reason: String| {
+            Metrics::inc(&self.metrics.dial_failures);
+            tracing::debug!(%addr, %reason, "dial failed");
+            HostError::DialFailed {
+                addr: addr.clone(),
+                reason,
+            }
+        };
+        let timeout = self.config.dial_timeout;
+        let resolved = match tokio::time::timeout(timeout, addr::resolve_dns(&addr)).await {
+            Err(_) => {
+                return Err(HostError::Timeout {
+                    operation: "dns resolution",
+                    after: timeout,
+                });
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(HostError::InvalidAddress {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            Ok(Err(e)) => return Err(failed(format!("resolving the name: {e}"))),
+            Ok(Ok(resolved)) if resolved.is_empty() => {
+                return Err(failed(
+                    "the name has no address of the requested family".into(),
+                ));
+            }
+            Ok(Ok(resolved)) => resolved,
+        };
+        tracing::debug!(%addr, ?resolved, "name resolved");
+        let mut last_error = None;
+        for tcp in resolved {
+            match self.dial_tcp_addr(tcp, expected).await {
+                Ok(handle) => return Ok(handle),
+                Err(e @ (HostError::ShutDown | HostError::LimitReached { .. })) => return Err(e),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| failed("no address answered".into())))
+    }
+
+    /// One dial attempt to one TCP address.
+    async fn dial_tcp_addr(
         self: &Arc<Self>,
         addr: Multiaddr,
         expected: Option<PeerId>,
@@ -126,7 +178,7 @@ impl HostInner {
         if !addr::is_tcp(&addr) {
             return Err(failed(HostError::InvalidAddress {
                 addr: addr.clone(),
-                reason: "expected /ip4|ip6/<ip>/tcp/<port>".into(),
+                reason: "expected /ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>".into(),
             }));
         }
         let opts = DialOpts {

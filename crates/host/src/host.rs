@@ -241,6 +241,10 @@ impl Host {
 
     /// Dials `addr`. With a `/p2p/<id>` suffix the peer that answers must be that peer, an
     /// existing connection to it is reused and concurrent dials to it are coalesced.
+    ///
+    /// `addr` is `/ip4|ip6/<ip>/tcp/<port>`, or `/dns|dns4|dns6/<name>/tcp/<port>`: the name is
+    /// resolved by the system resolver (within the dial timeout) and its addresses of that family
+    /// are tried in order. `/dnsaddr` (TXT records) is not resolved.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, HostError> {
         self.inner.dial(addr).await
     }

@@ -33,6 +33,42 @@ async fn wrong_peer_id_is_refused() {
     server.shutdown().await;
 }
 
+/// `/dns4/<name>/tcp/<port>` is resolved by the system resolver (only `localhost` here, which
+/// `/etc/hosts` answers: no query leaves the machine) and the `/p2p/` id still checked.
+#[tokio::test]
+async fn dial_by_dns_name_resolves_and_checks_the_peer_id() {
+    let (server, addr) = listening(HostConfig::default()).await;
+    let port = addr
+        .iter()
+        .find_map(|p| match p {
+            multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    let client = host(HostConfig::default());
+    let named: Multiaddr = format!("/dns4/localhost/tcp/{port}").parse().unwrap();
+    match client.dial(with_p2p(&named, PeerId::random())).await {
+        Err(HostError::PeerIdMismatch { actual, .. }) => assert_eq!(actual, server.peer_id()),
+        other => panic!("expected PeerIdMismatch, got {other:?}"),
+    }
+    assert_eq!(
+        client
+            .dial(with_p2p(&named, server.peer_id()))
+            .await
+            .unwrap(),
+        server.peer_id()
+    );
+    assert!(client.is_connected(&server.peer_id()));
+    // A name without a TCP port is not an address we can use.
+    let udp: Multiaddr = "/dns4/localhost/udp/1".parse().unwrap();
+    assert!(matches!(
+        client.dial(udp).await,
+        Err(HostError::InvalidAddress { .. })
+    ));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn dial_failures_are_typed() {
     let client = host(HostConfig {
