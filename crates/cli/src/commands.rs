@@ -203,7 +203,7 @@ fn human(request: &Request, r: &Value) -> String {
         Request::Streams => output::object_table(r, STREAM_COLUMNS),
         Request::Connect { .. } => format!("connected to {}\n", field(r, "peer_id")),
         Request::Disconnect { .. } => format!(
-            "disconnected {} ({} connections closed)\n",
+            "disconnected {} (connections closed: {})\n",
             field(r, "peer_id"),
             field(r, "connections_closed")
         ),
