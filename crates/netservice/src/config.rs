@@ -42,10 +42,16 @@ pub struct NetConfig {
     /// path is taken relative to the directory the configuration is used from (the daemon's data
     /// directory). `None` gives a fresh identity each start. Default `None`.
     pub identity_key: Option<PathBuf>,
-    /// Peers dialed at start and redialed when lost: `/ip4|ip6/…/tcp/…/p2p/<id>`. Default empty.
+    /// Peers dialed at start and redialed when lost: `/ip4|ip6|dns|dns4|dns6/…/tcp/…/p2p/<id>`.
+    /// Default empty.
     pub bootstrap: Vec<String>,
-    /// Where Prometheus metrics are served (text format, `GET /metrics`). Default `None` (off).
+    /// Where Prometheus metrics are served (text format, `GET /metrics`), e.g.
+    /// `127.0.0.1:9464`. Must be a loopback address unless `metrics_allow_remote`. Default
+    /// `None` (off).
     pub metrics_addr: Option<String>,
+    /// Allow `metrics_addr` beyond loopback (the metrics tell peers, tunnels and traffic to
+    /// whoever can reach them). Default false.
+    pub metrics_allow_remote: bool,
     /// The host: listen addresses, limits, timeouts.
     pub host: HostSection,
     /// Keeping peers: watermarks and redial backoff.
@@ -268,8 +274,17 @@ impl NetConfig {
             }
         }
         if let Some(m) = &self.metrics_addr {
-            m.parse::<SocketAddr>()
+            let addr = m
+                .parse::<SocketAddr>()
                 .map_err(|e| invalid("metrics_addr", m, e))?;
+            if !addr.ip().is_loopback() && !self.metrics_allow_remote {
+                return Err(invalid(
+                    "metrics_addr",
+                    m,
+                    "not a loopback address; set metrics_allow_remote = true to serve metrics \
+                     beyond this machine",
+                ));
+            }
         }
         if self.peers.low_watermark > self.peers.high_watermark {
             return Err(invalid(
@@ -374,6 +389,18 @@ mod tests {
             matches!(err, NetError::Config { ref field, .. } if field == "metrics_addr"),
             "{err}"
         );
+        let err = NetConfig::from_toml_str("metrics_addr = \"0.0.0.0:9464\"").unwrap_err();
+        assert!(
+            matches!(err, NetError::Config { ref field, ref reason, .. }
+                if field == "metrics_addr" && reason.contains("metrics_allow_remote")),
+            "{err}"
+        );
+        let allowed = NetConfig::from_toml_str(
+            "metrics_addr = \"0.0.0.0:9464\"\nmetrics_allow_remote = true",
+        )
+        .unwrap();
+        assert!(allowed.metrics_allow_remote);
+        assert!(NetConfig::from_toml_str("metrics_addr = \"[::1]:9464\"").is_ok());
         let err = NetConfig::from_toml_str("[peers]\nlow_watermark = 10\nhigh_watermark = 5")
             .unwrap_err();
         assert!(
