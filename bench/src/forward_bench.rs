@@ -35,6 +35,35 @@ struct Route {
     echo: u16,
 }
 
+/// Profiling aid (`p2pnet-bench forward-rtt --route tcp|ours|rust --pings N`, not part of the
+/// report): only 64-byte ping-pongs on one route, after 1,000 of warm-up, so that `perf stat`,
+/// `perf record` or `strace -c` see nothing else.
+pub(crate) async fn rtt_only(which: &str, pings: usize) -> Result<Vec<Figure>> {
+    let config = ForwardConfig::default();
+    let echo_port = serve(|s| Box::pin(echo(s))).await?;
+    let b = Host::new(generate_keypair(), HostConfig::default())?;
+    let b_addr = b.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
+    let fb = Forwarder::new(b.clone(), config.clone());
+    fb.listen("/x/echo", tcp(echo_port), ListenOptions::default())?;
+    let a = Host::new(generate_keypair(), HostConfig::default())?;
+    a.dial(with_p2p(&b_addr, b.peer_id())).await?;
+    let fa = Forwarder::new(a.clone(), config.clone());
+    let any = "/ip4/127.0.0.1/tcp/0".parse()?;
+    let ours = port(&fa.forward("/x/echo", any, b.peer_id()).await?.listen_addr)?;
+    let (_tunnel, ports) =
+        rust_libp2p::Tunnel::new(&[("/x/echo", echo_port)], config.buffer_size).await?;
+    let target = match which {
+        "tcp" => echo_port,
+        "ours" => ours,
+        "rust" => ports[0],
+        other => anyhow::bail!("unknown route {other:?} (tcp, ours or rust)"),
+    };
+    rtt(target, 1000).await?;
+    let mut f = Figure::new(&format!("{which}.rtt"), "us", false);
+    f.samples.push(rtt(target, pings).await?);
+    Ok(vec![f])
+}
+
 pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
     let p = if quick {
         Params {

@@ -35,6 +35,15 @@ struct Args {
     /// `scale` only: how many idle forwarded streams (default 10,000; 2,000 with --quick).
     #[arg(long)]
     streams: Option<usize>,
+    /// Tokio worker threads (0: a current-thread runtime). The report always uses 2.
+    #[arg(long, default_value_t = 2, hide = true)]
+    worker_threads: usize,
+    /// `forward-rtt` (a profiling aid, not in the report): which route, `tcp`, `ours` or `rust`.
+    #[arg(long, default_value = "ours", hide = true)]
+    route: String,
+    /// `forward-rtt`: how many 64-byte ping-pongs.
+    #[arg(long, default_value_t = 20_000, hide = true)]
+    pings: usize,
     /// Internal: the TCP port a `scale-stream-*` child process uses.
     #[arg(long, hide = true)]
     port: Option<u16>,
@@ -45,13 +54,19 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = match args.worker_threads {
+        0 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
     let results = match args.group.as_str() {
         "host" => rt.block_on(host_bench::run(args.quick, args.yamux_split_send_size))?,
         "forward" => rt.block_on(forward_bench::run(args.quick))?,
+        "forward-rtt" => rt.block_on(forward_bench::rtt_only(&args.route, args.pings))?,
         "scale" => {
             let n = args
                 .connections
@@ -79,7 +94,9 @@ fn main() -> Result<()> {
             let n = args.connections.unwrap_or(1000);
             return rt.block_on(scale::clients(target, n));
         }
-        other => anyhow::bail!("unknown group {other:?} (this binary runs: host, forward, scale)"),
+        other => anyhow::bail!(
+            "unknown group {other:?} (this binary runs: host, forward, forward-rtt, scale)"
+        ),
     };
     report::print(&results, args.json);
     Ok(())
