@@ -8,6 +8,7 @@ use std::time::Instant;
 
 mod bench;
 mod fuzz;
+mod interop_js;
 mod netns;
 
 use anyhow::{Context, Result, bail};
@@ -35,6 +36,9 @@ enum Cmd {
     },
     /// The multi-host test in network namespaces (skips, saying why, where it cannot run).
     Netns,
+    /// The interop tests against js-libp2p: checks Node.js ≥ 20, runs `npm ci` in interop/js, then
+    /// the ignored tests of `interop_js_libp2p` (not part of `ci`).
+    InteropJs,
     /// Runs every cargo-fuzz target for a while; fails on any crash.
     Fuzz {
         /// Seconds per target.
@@ -53,6 +57,7 @@ fn main() -> Result<()> {
         Cmd::Bench { group, quick } => bench::run(&group, quick),
         Cmd::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
         Cmd::Netns => netns::run(),
+        Cmd::InteropJs => interop_js::run(),
     }
 }
 

@@ -1,0 +1,88 @@
+//! `cargo xtask interop-js`: the interoperability tests against js-libp2p
+//! (`tests/tests/interop_js_libp2p.rs`, peer in `interop/js/`). Needs Node.js ≥ 20 and npm; not
+//! part of `cargo xtask ci`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// The oldest Node.js major version the js peer runs on.
+const NODE_MIN_MAJOR: u32 = 20;
+
+fn js_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("interop")
+        .join("js")
+}
+
+/// The `node` command (`NODE` overrides it, as in the tests).
+fn node() -> String {
+    std::env::var("NODE").unwrap_or_else(|_| "node".to_owned())
+}
+
+/// Checks that Node.js ≥ 20 is installed; returns its version.
+fn check_node() -> Result<String> {
+    let out = Command::new(node()).arg("--version").output().with_context(|| {
+        format!(
+            "Node.js is not installed (could not run `{}`); install Node.js {NODE_MIN_MAJOR} or \
+             newer, or point NODE at it",
+            node()
+        )
+    })?;
+    if !out.status.success() {
+        bail!(
+            "`{} --version` failed: {}",
+            node(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let major = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok())
+        .with_context(|| format!("cannot read the Node.js version from `{version}`"))?;
+    if major < NODE_MIN_MAJOR {
+        bail!(
+            "Node.js {version} is too old: the js-libp2p peer needs Node.js {NODE_MIN_MAJOR} or newer"
+        );
+    }
+    Ok(version)
+}
+
+pub(crate) fn run() -> Result<()> {
+    let version = check_node()?;
+    eprintln!("xtask interop-js: Node.js {version}");
+
+    let dir = js_dir();
+    eprintln!("xtask interop-js: npm ci in {}", dir.display());
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status()
+        .context("could not run `npm` (it comes with Node.js)")?;
+    if !status.success() {
+        bail!("`npm ci` failed in {}", dir.display());
+    }
+
+    let status = Command::new(crate::cargo())
+        .args([
+            "test",
+            "--package",
+            "p2pnet-tests",
+            "--test",
+            "interop_js_libp2p",
+            "--",
+            "--ignored",
+        ])
+        .status()
+        .context("running the js-libp2p interop tests")?;
+    if !status.success() {
+        bail!("the js-libp2p interop tests failed");
+    }
+    eprintln!("xtask interop-js: ok");
+    Ok(())
+}
