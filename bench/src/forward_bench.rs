@@ -35,6 +35,46 @@ struct Route {
     echo: u16,
 }
 
+/// Profiling aid (`p2pnet-bench forward-tput --route tcp|ours|rust --pings N
+/// [--yamux-split-send-size B]`, not part of the report): N MiB through one route into a sink,
+/// after 64 MiB of warm-up.
+pub(crate) async fn tput_only(
+    which: &str,
+    mib: usize,
+    split_send_size: Option<usize>,
+) -> Result<Vec<Figure>> {
+    let config = ForwardConfig::default();
+    let hc = || {
+        let mut c = HostConfig::default();
+        if let Some(size) = split_send_size {
+            c.yamux_split_send_size = size;
+        }
+        c
+    };
+    let sink_port = serve(|s| Box::pin(sink(s))).await?;
+    let b = Host::new(generate_keypair(), hc())?;
+    let b_addr = b.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
+    let fb = Forwarder::new(b.clone(), config.clone());
+    fb.listen("/x/sink", tcp(sink_port), ListenOptions::default())?;
+    let a = Host::new(generate_keypair(), hc())?;
+    a.dial(with_p2p(&b_addr, b.peer_id())).await?;
+    let fa = Forwarder::new(a.clone(), config.clone());
+    let any = "/ip4/127.0.0.1/tcp/0".parse()?;
+    let ours = port(&fa.forward("/x/sink", any, b.peer_id()).await?.listen_addr)?;
+    let (_tunnel, ports) =
+        rust_libp2p::Tunnel::new(&[("/x/sink", sink_port)], config.buffer_size).await?;
+    let target = match which {
+        "tcp" => sink_port,
+        "ours" => ours,
+        "rust" => ports[0],
+        other => anyhow::bail!("unknown route {other:?} (tcp, ours or rust)"),
+    };
+    throughput(target, 64 << 20).await?;
+    let mut f = Figure::new(&format!("{which}.throughput"), "MiB/s", true);
+    f.samples.push(throughput(target, mib << 20).await?);
+    Ok(vec![f])
+}
+
 /// Profiling aid (`p2pnet-bench forward-rtt --route tcp|ours|rust --pings N`, not part of the
 /// report): only 64-byte ping-pongs on one route, after 1,000 of warm-up, so that `perf stat`,
 /// `perf record` or `strace -c` see nothing else.

@@ -38,10 +38,11 @@ struct Args {
     /// Tokio worker threads (0: a current-thread runtime). The report always uses 2.
     #[arg(long, default_value_t = 2, hide = true)]
     worker_threads: usize,
-    /// `forward-rtt` (a profiling aid, not in the report): which route, `tcp`, `ours` or `rust`.
+    /// `forward-rtt`, `forward-tput` (profiling aids, not in the report): which route, `tcp`,
+    /// `ours` or `rust`.
     #[arg(long, default_value = "ours", hide = true)]
     route: String,
-    /// `forward-rtt`: how many 64-byte ping-pongs.
+    /// `forward-rtt`: how many 64-byte ping-pongs; `forward-tput`: how many MiB.
     #[arg(long, default_value_t = 20_000, hide = true)]
     pings: usize,
     /// Internal: the TCP port a `scale-stream-*` child process uses.
@@ -67,6 +68,11 @@ fn main() -> Result<()> {
         "host" => rt.block_on(host_bench::run(args.quick, args.yamux_split_send_size))?,
         "forward" => rt.block_on(forward_bench::run(args.quick))?,
         "forward-rtt" => rt.block_on(forward_bench::rtt_only(&args.route, args.pings))?,
+        "forward-tput" => rt.block_on(forward_bench::tput_only(
+            &args.route,
+            args.pings,
+            args.yamux_split_send_size,
+        ))?,
         "scale" => {
             let n = args
                 .connections
