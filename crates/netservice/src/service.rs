@@ -595,12 +595,19 @@ impl NetService {
     }
 
     /// Writes the configuration to `path` with the tunnels added at run time included, so they
-    /// come back after a restart. Keeps whatever else the file at `path` says.
+    /// come back after a restart. Keeps whatever else the file at `path` says; a new file holds
+    /// the defaults, this node's identity key and the tunnels, so that settings given only for
+    /// this run (a listen address from a command line, a fallback port) do not become permanent.
     pub fn persist_tunnels(&self, path: &Path) -> Result<(), NetError> {
         let mut config = if path.exists() {
             NetConfig::load(path)?
         } else {
-            self.inner.config.clone()
+            NetConfig {
+                identity_key: self.inner.config.identity_key.clone(),
+                forward: self.inner.config.forward.clone(),
+                listen: self.inner.config.listen.clone(),
+                ..NetConfig::default()
+            }
         };
         for t in self.inner.runtime_forward.lock().iter() {
             if !config.forward.contains(t) {
@@ -625,6 +632,39 @@ impl NetService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn persisting_to_a_new_file_keeps_the_identity_and_tunnels_not_run_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = NetConfig {
+            identity_key: Some(dir.path().join("id.key")),
+            bootstrap: vec![format!(
+                "/ip4/192.0.2.1/tcp/4001/p2p/{}",
+                p2pnet_host::generate_keypair().public().to_peer_id()
+            )],
+            ..NetConfig::default()
+        };
+        config.host.listen_addrs = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        let svc = NetService::new(config.clone()).unwrap();
+        let listen = ListenTunnel {
+            protocol: "/x/kept".into(),
+            target_addr: "/ip4/127.0.0.1/tcp/22".into(),
+            report_peer_id: false,
+            allow: vec![],
+        };
+        svc.listen(listen.clone()).unwrap();
+        let path = dir.path().join("p2pnet.toml");
+        svc.persist_tunnels(&path).unwrap();
+        let saved = NetConfig::load(&path).unwrap();
+        assert_eq!(saved.identity_key, config.identity_key);
+        assert_eq!(saved.listen, vec![listen]);
+        assert_eq!(
+            saved.host.listen_addrs,
+            NetConfig::default().host.listen_addrs
+        );
+        assert!(saved.bootstrap.is_empty());
+        svc.stop().await;
+    }
 
     #[tokio::test]
     async fn add_peer_takes_an_id_or_an_address_and_remembers_the_address() {
