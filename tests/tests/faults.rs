@@ -2,6 +2,8 @@
 //! TCP client sees a reset, not a hang; the registries are clean; after the peer restarts with
 //! the same identity, the next forwarded connection works with no manual step.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -98,10 +100,7 @@ async fn killed_peer_mid_transfer_resets_the_client_and_comes_back() {
         )
         .await
         .unwrap();
-    let port = match info.listen_addr.iter().nth(1) {
-        Some(p2pnet_host::Protocol::Tcp(p)) => p,
-        other => panic!("{other:?}"),
-    };
+    let port = common::tcp::tcp_port(&info.listen_addr);
 
     // Start the transfer; kill B once a quarter has gone through.
     let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -3,6 +3,8 @@
 //! Alone in its own test binary, so that no other test opens descriptors in this process while it
 //! counts them (`cargo test` runs a binary's tests as threads of one process).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,6 @@ use p2pnet_dispatcher::SubscriberOptions;
 use p2pnet_host::with_p2p;
 use p2pnet_messaging::Priority;
 use p2pnet_netservice::{ListenTunnel, NetConfig, NetService};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// This process's open file descriptors and what each points to.
 fn open_fds() -> BTreeMap<String, String> {
@@ -94,20 +95,8 @@ async fn stop_leaves_no_socket_descriptor_or_task() {
         .forward("/x/leak", "/ip4/127.0.0.1/tcp/0", &b_addr.to_string())
         .await
         .unwrap();
-    let port = match info.listen_addr.iter().nth(1) {
-        Some(p2pnet_host::Protocol::Tcp(p)) => p,
-        other => panic!("{other:?}"),
-    };
-    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    client.write_all(b"ping").await.unwrap();
-    let mut back = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&back, b"ping");
+    let mut client = common::tcp::connect(&info.listen_addr).await;
+    common::tcp::echo(&mut client, b"ping").await;
     assert!(
         sockets().len() >= sockets_before.len() + 8,
         "the scenario should hold sockets open"

@@ -1,6 +1,8 @@
 //! The facade end to end: start order and rollback, stop, a three-node network exchanging
 //! messages and forwarding a TCP stream, tunnels from configuration, the metrics endpoint.
 
+mod common;
+
 use std::time::Duration;
 
 use p2pnet_dispatcher::SubscriberOptions;
@@ -151,13 +153,7 @@ async fn three_nodes_exchange_messages_and_forward_a_stream() {
         .forward("/x/echo", "/ip4/127.0.0.1/tcp/0", &full_addr(&c))
         .await
         .unwrap();
-    let port = match info.listen_addr.iter().nth(1) {
-        Some(p2pnet_host::Protocol::Tcp(p)) => p,
-        other => panic!("{other:?}"),
-    };
-    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
+    let mut client = common::tcp::connect(&info.listen_addr).await;
     client.write_all(b"through the tunnel").await.unwrap();
     client.shutdown().await.unwrap();
     let mut back = Vec::new();
@@ -214,20 +210,8 @@ async fn tunnels_from_configuration_and_persisted_ones_come_back() {
     let listeners = again.list_listeners();
     assert_eq!(listeners.len(), 1);
     assert_eq!(listeners[0].listen_addr, info.listen_addr);
-    let port = match info.listen_addr.iter().nth(1) {
-        Some(p2pnet_host::Protocol::Tcp(p)) => p,
-        other => panic!("{other:?}"),
-    };
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tcp.write_all(b"again").await.unwrap();
-    let mut back = [0u8; 5];
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&back, b"again");
+    let mut tcp = common::tcp::connect(&info.listen_addr).await;
+    common::tcp::echo(&mut tcp, b"again").await;
     again.stop().await;
     server.stop().await;
     echo_task.abort();
@@ -295,10 +279,7 @@ async fn stop_under_load_returns_quickly_and_leaves_no_task() {
         .forward("/x/echo", "/ip4/127.0.0.1/tcp/0", &a.peer_id().to_string())
         .await
         .unwrap();
-    let port = match info.listen_addr.iter().nth(1) {
-        Some(p2pnet_host::Protocol::Tcp(p)) => p,
-        other => panic!("{other:?}"),
-    };
+    let port = common::tcp::tcp_port(&info.listen_addr);
 
     // 100 forwarded connections pumping data, and both sides flooding messages.
     let stop_clients = tokio_util::sync::CancellationToken::new();

@@ -2,76 +2,10 @@
 //! fallback from a taken default port, bootstrap, and a clean stop on SIGTERM (which removes the
 //! control socket).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
-
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Daemon {
-    fn start(data_dir: &std::path::Path, args: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_p2pnet"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("daemon")
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start p2pnet");
-        let (tx, lines) = mpsc::channel();
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Daemon { child, lines }
-    }
-
-    /// The next output line containing `needle` (bounded wait).
-    fn line_with(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("no output line containing {needle:?}");
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("daemon did not stop within 5 s of SIGTERM");
-    }
-}
-
-/// Whatever happens in a test, no daemon outlives it.
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn value_after(line: &str, prefix: &str) -> String {
     line.split(prefix).nth(1).unwrap().trim().to_owned()
@@ -80,7 +14,7 @@ fn value_after(line: &str, prefix: &str) -> String {
 #[test]
 fn daemon_starts_keeps_identity_bootstraps_and_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Daemon::start(dir.path(), &["--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let mut a = common::daemon(dir.path(), &["--listen", "/ip4/127.0.0.1/tcp/0"]);
     let peer = value_after(&a.line_with("peer id:"), "peer id:");
     let addr = value_after(&a.line_with("listening:"), "listening:");
     assert!(addr.ends_with(&format!("/p2p/{peer}")), "{addr}");
@@ -97,7 +31,7 @@ fn daemon_starts_keeps_identity_bootstraps_and_stops() {
 
     // A second node bootstraps from the first.
     let dir_b = tempfile::tempdir().unwrap();
-    let b = Daemon::start(
+    let mut b = common::daemon(
         dir_b.path(),
         &["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", &addr],
     );
@@ -111,7 +45,7 @@ fn daemon_starts_keeps_identity_bootstraps_and_stops() {
         "control socket removed"
     );
     // Restart: same identity.
-    let again = Daemon::start(dir.path(), &["--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let mut again = common::daemon(dir.path(), &["--listen", "/ip4/127.0.0.1/tcp/0"]);
     assert_eq!(value_after(&again.line_with("peer id:"), "peer id:"), peer);
     assert!(again.stop().success());
 }
@@ -172,7 +106,7 @@ fn two_daemons_tunnel_a_tcp_service_from_their_configuration() {
         ),
     )
     .unwrap();
-    let b = Daemon::start(dir_b.path(), &[]);
+    let mut b = common::daemon(dir_b.path(), &[]);
     let b_addr = value_after(&b.line_with("listening:"), "listening:");
 
     let entry_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -189,7 +123,7 @@ fn two_daemons_tunnel_a_tcp_service_from_their_configuration() {
         ),
     )
     .unwrap();
-    let a = Daemon::start(dir_a.path(), &[]);
+    let mut a = common::daemon(dir_a.path(), &[]);
     a.line_with("listening:");
 
     let mut client = std::net::TcpStream::connect(("127.0.0.1", entry_port)).unwrap();
