@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::NetError;
 
+/// Every field with its default and a comment; tests keep it equal to `NetConfig::default()`.
+const DEFAULT_TOML: &str = include_str!("default-config.toml");
+
 /// The configuration of a [`crate::NetService`].
 ///
 /// ```toml
@@ -241,9 +244,10 @@ impl NetConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// The whole default configuration as TOML.
+    /// The whole default configuration as TOML, each field with a comment saying what it does;
+    /// optional fields that are unset by default appear commented out.
     pub fn default_toml() -> String {
-        NetConfig::default().to_toml()
+        DEFAULT_TOML.to_owned()
     }
 
     /// Checks every value that a type does not already check.
@@ -358,6 +362,48 @@ impl NetConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The commented default file says exactly what the code does: it parses to the defaults,
+    /// and names every field the defaults serialise to (or shows it commented out when unset).
+    #[test]
+    fn the_commented_default_file_is_the_defaults() {
+        let text = NetConfig::default_toml();
+        assert_eq!(
+            NetConfig::from_toml_str(&text).unwrap(),
+            NetConfig::default()
+        );
+        let mut full = NetConfig {
+            identity_key: Some("identity.key".into()),
+            metrics_addr: Some("127.0.0.1:9464".into()),
+            ..NetConfig::default()
+        };
+        full.forwarding.idle_timeout = Some(Duration::from_secs(600));
+        full.forward.push(ForwardTunnel {
+            protocol: "/x/ssh".into(),
+            listen_addr: "/ip4/127.0.0.1/tcp/2222".into(),
+            peer: "12D3KooWQpL3vbBrkQ3KvgSgYwhrZUXhBu3k4bVDcRJN1S4DP7gk".into(),
+        });
+        full.listen.push(ListenTunnel {
+            protocol: "/x/ssh".into(),
+            target_addr: "/ip4/127.0.0.1/tcp/22".into(),
+            report_peer_id: false,
+            allow: vec![],
+        });
+        let uncommented: String = text
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for line in full.to_toml().lines() {
+            let Some((key, _)) = line.split_once(" = ") else {
+                continue;
+            };
+            assert!(
+                uncommented.contains(&format!("{key} = ")),
+                "field {key:?} missing from default-config.toml"
+            );
+        }
+    }
 
     #[test]
     fn default_round_trips_through_toml() {
