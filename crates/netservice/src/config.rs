@@ -407,7 +407,7 @@ mod tests {
 
     #[test]
     fn default_round_trips_through_toml() {
-        let text = NetConfig::default_toml();
+        let text = NetConfig::default().to_toml();
         assert_eq!(
             NetConfig::from_toml_str(&text).unwrap(),
             NetConfig::default()
