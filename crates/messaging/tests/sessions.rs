@@ -754,3 +754,48 @@ async fn messages_sent_after_bye_are_never_delivered() {
     good.stop().await;
     m.stop().await;
 }
+
+/// Both peers dial each other at the same moment (usually two connections, four session streams). The
+/// tie-break leaves one session per side, the same stream on both ends, and every message of a
+/// burst each way arrives exactly once and in order.
+#[tokio::test]
+async fn simultaneous_dials_end_with_one_session_and_lose_nothing() {
+    let mut a = Node::new(cfg(), 4096).await;
+    let mut b = Node::new(cfg(), 4096).await;
+    let (ra, rb) = tokio::join!(a.host.dial(b.addr.clone()), b.host.dial(a.addr.clone()));
+    assert_eq!(ra.unwrap(), b.id());
+    assert_eq!(rb.unwrap(), a.id());
+    let (ma, mb, ia, ib) = (a.m.clone(), b.m.clone(), a.id(), b.id());
+    eventually("session both ways", || {
+        ma.has_session(&ib) && mb.has_session(&ia)
+    })
+    .await;
+    // Let the losing streams be drained and closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.m.peers(), vec![ib]);
+    assert_eq!(b.m.peers(), vec![ia]);
+    assert_eq!(a.m.metrics().sessions_open, 1);
+    assert_eq!(b.m.metrics().sessions_open, 1);
+
+    const N: u32 = 1000;
+    for i in 0..N {
+        a.m.send_to_peer(&ib, "seq", i.to_be_bytes().to_vec(), Priority::Normal)
+            .unwrap();
+        b.m.send_to_peer(&ia, "seq", i.to_be_bytes().to_vec(), Priority::Normal)
+            .unwrap();
+    }
+    for node in [&mut a, &mut b] {
+        for i in 0..N {
+            let m = node.recv().await;
+            assert_eq!(&m.payload[..], &i.to_be_bytes()[..], "message {i}");
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), node.rx.recv())
+                .await
+                .is_err(),
+            "a message arrived twice"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
