@@ -4,8 +4,12 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+/// The longest `npm ci` may take.
+const NPM_CI_LIMIT: Duration = Duration::from_secs(180);
 
 /// The oldest Node.js major version the js peer runs on.
 const NODE_MIN_MAJOR: u32 = 20;
@@ -59,11 +63,31 @@ fn prepare() -> Result<String> {
     eprintln!("xtask interop-js: Node.js {version}");
     let dir = js_dir();
     eprintln!("xtask interop-js: npm ci in {}", dir.display());
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
+    // Bounded: a registry that cannot be reached must not hold CI for npm's default 5-minute
+    // fetch timeouts and retries.
+    let mut child = Command::new("npm")
+        .args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--fetch-timeout=30000",
+            "--fetch-retries=1",
+        ])
         .current_dir(&dir)
-        .status()
+        .spawn()
         .context("could not run `npm` (it comes with Node.js)")?;
+    let deadline = Instant::now() + NPM_CI_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("`npm ci` did not finish within {NPM_CI_LIMIT:?} (no npm registry?)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     if !status.success() {
         bail!("`npm ci` failed in {}", dir.display());
     }
