@@ -99,38 +99,59 @@ pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<V
     }
 
     // Stream open on a live connection (negotiated, then closed), and a whole new connection
-    // (TCP + noise + yamux + first negotiated stream).
+    // (TCP + noise + yamux + first negotiated stream), ours and rust-libp2p's in the same rounds,
+    // taking turns at going first.
     let opens = if quick { 200 } else { 1000 };
     let mut stream_open = Figure::new("host.stream_open", "µs", false);
+    let mut rust_stream_open = Figure::new("rust_libp2p.stream_open", "µs", false);
     let mut connect = Figure::new("host.connect", "ms", false);
+    let mut rust_connect = Figure::new("rust_libp2p.connect", "ms", false);
     let server_addr = with_p2p(&server.listen_addrs()[0], server.peer_id());
-    for _ in 0..rounds {
-        let t = Instant::now();
-        for _ in 0..opens {
-            let mut s = client.new_stream(peer, [SINK]).await?;
-            s.shutdown().await?;
-            let mut ack = [0u8; 1];
-            s.read_exact(&mut ack).await?;
+    for round in 0..rounds {
+        for turn in 0..2 {
+            if (round + turn) % 2 == 0 {
+                let t = Instant::now();
+                for _ in 0..opens {
+                    let mut s = client.new_stream(peer, [SINK]).await?;
+                    s.shutdown().await?;
+                    let mut ack = [0u8; 1];
+                    s.read_exact(&mut ack).await?;
+                }
+                stream_open
+                    .samples
+                    .push(t.elapsed().as_secs_f64() * 1e6 / opens as f64);
+            } else {
+                let t = Instant::now();
+                for _ in 0..opens {
+                    theirs.stream_open().await?;
+                }
+                rust_stream_open
+                    .samples
+                    .push(t.elapsed().as_secs_f64() * 1e6 / opens as f64);
+            }
         }
-        stream_open
-            .samples
-            .push(t.elapsed().as_secs_f64() * 1e6 / opens as f64);
-
-        let fresh = Host::new(
-            generate_keypair(),
-            HostConfig {
-                identify: false,
-                ..HostConfig::default()
-            },
-        )?;
-        let t = Instant::now();
-        let p = fresh.dial(server_addr.clone()).await?;
-        let mut s = fresh.new_stream(p, [SINK]).await?;
-        s.shutdown().await?;
-        let mut ack = [0u8; 1];
-        s.read_exact(&mut ack).await?;
-        connect.samples.push(t.elapsed().as_secs_f64() * 1e3);
-        fresh.shutdown().await;
+        for turn in 0..2 {
+            if (round + turn) % 2 == 0 {
+                let fresh = Host::new(
+                    generate_keypair(),
+                    HostConfig {
+                        identify: false,
+                        ..HostConfig::default()
+                    },
+                )?;
+                let t = Instant::now();
+                let p = fresh.dial(server_addr.clone()).await?;
+                let mut s = fresh.new_stream(p, [SINK]).await?;
+                s.shutdown().await?;
+                let mut ack = [0u8; 1];
+                s.read_exact(&mut ack).await?;
+                connect.samples.push(t.elapsed().as_secs_f64() * 1e3);
+                fresh.shutdown().await;
+            } else {
+                let took = theirs.connect_fresh().await?;
+                rust_connect.samples.push(took.as_secs_f64() * 1e3);
+            }
+        }
     }
 
     client.shutdown().await;
@@ -141,12 +162,20 @@ pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<V
     let mut vs_rust = ours.clone().against(&rust);
     vs_rust.name = "host.stream.throughput.vs_rust_libp2p".into();
     let rust_vs_tcp = rust.clone().against(&tcp);
+    let mut stream_open_vs_rust = stream_open.clone().against(&rust_stream_open);
+    stream_open_vs_rust.name = "host.stream_open.vs_rust_libp2p".into();
+    let mut connect_vs_rust = connect.clone().against(&rust_connect);
+    connect_vs_rust.name = "host.connect.vs_rust_libp2p".into();
     Ok(vec![
         tcp,
         vs_tcp,
         rust_vs_tcp,
         vs_rust,
         stream_open,
+        rust_stream_open,
+        stream_open_vs_rust,
         connect,
+        rust_connect,
+        connect_vs_rust,
     ])
 }

@@ -1,7 +1,7 @@
 //! The rust-libp2p baseline: two Swarms with `libp2p-stream` over TCP + noise + yamux, every
 //! setting at its default, driven on their own tasks.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -14,6 +14,8 @@ pub(crate) const SINK: StreamProtocol = StreamProtocol::new("/bench/sink/1.0.0")
 pub(crate) struct Pair {
     pub(crate) control: libp2p_stream::Control,
     pub(crate) server: PeerId,
+    /// The server's listen address with its `/p2p/` suffix.
+    server_addr: Multiaddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -51,8 +53,9 @@ impl Pair {
                 tokio::spawn(sink(stream));
             }
         }));
+        let server_addr = addr.with(libp2p::multiaddr::Protocol::P2p(server_id));
         let mut client = swarm()?;
-        client.dial(addr.with(libp2p::multiaddr::Protocol::P2p(server_id)))?;
+        client.dial(server_addr.clone())?;
         loop {
             if let SwarmEvent::ConnectionEstablished { .. } = client.select_next_some().await {
                 break;
@@ -67,8 +70,69 @@ impl Pair {
         Ok(Pair {
             control,
             server: server_id,
+            server_addr,
             tasks,
         })
+    }
+
+    /// Opens a stream on the live connection, negotiates [`SINK`], half-closes it and reads the
+    /// server's 1-byte answer: the same job as `host.stream_open`.
+    pub(crate) async fn stream_open(&mut self) -> Result<()> {
+        let mut s = self
+            .control
+            .open_stream(self.server, SINK)
+            .await
+            .context("rust-libp2p open_stream")?;
+        s.close().await?;
+        let mut ack = [0u8; 1];
+        s.read_exact(&mut ack).await?;
+        Ok(())
+    }
+
+    /// A fresh client swarm (built before the clock starts) dials the server: TCP + noise XX +
+    /// yamux, then the first negotiated stream, half-closed, and the server's 1-byte answer. The
+    /// same job as `host.connect`; returns the time it took.
+    pub(crate) async fn connect_fresh(&self) -> Result<Duration> {
+        let mut client = swarm()?;
+        let mut control = client.behaviour().new_control();
+        let (established_tx, established_rx) = tokio::sync::oneshot::channel();
+        let t = Instant::now();
+        client.dial(self.server_addr.clone())?;
+        let driver = tokio::spawn(async move {
+            let mut established_tx = Some(established_tx);
+            loop {
+                match client.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { .. } => {
+                        if let Some(tx) = established_tx.take() {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        if let Some(tx) = established_tx.take() {
+                            let _ = tx.send(Err(error.to_string()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let result = async {
+            established_rx
+                .await
+                .context("rust-libp2p swarm task ended")?
+                .map_err(|e| anyhow::anyhow!("rust-libp2p dial: {e}"))?;
+            let mut s = control
+                .open_stream(self.server, SINK)
+                .await
+                .context("rust-libp2p open_stream")?;
+            s.close().await?;
+            let mut ack = [0u8; 1];
+            s.read_exact(&mut ack).await?;
+            anyhow::Ok(t.elapsed())
+        }
+        .await;
+        driver.abort();
+        result
     }
 
     /// Sends `bytes` over a new stream; returns when the server has read them all.
