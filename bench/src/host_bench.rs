@@ -100,8 +100,10 @@ pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<V
 
     // Stream open on a live connection (negotiated, then closed), and a whole new connection
     // (TCP + noise + yamux + first negotiated stream), ours and rust-libp2p's in the same rounds,
-    // taking turns at going first.
+    // taking turns at going first. Each sample is the mean of `opens` (or `connects`) of them.
     let opens = if quick { 200 } else { 1000 };
+    // Fresh connections per round and side: each sample is their mean.
+    let connects = if quick { 10 } else { 20 };
     let mut stream_open = Figure::new("host.stream_open", "µs", false);
     let mut rust_stream_open = Figure::new("rust_libp2p.stream_open", "µs", false);
     let mut connect = Figure::new("host.connect", "ms", false);
@@ -131,25 +133,35 @@ pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<V
             }
         }
         for turn in 0..2 {
+            let mut took = Duration::ZERO;
             if (round + turn) % 2 == 0 {
-                let fresh = Host::new(
-                    generate_keypair(),
-                    HostConfig {
-                        identify: false,
-                        ..HostConfig::default()
-                    },
-                )?;
-                let t = Instant::now();
-                let p = fresh.dial(server_addr.clone()).await?;
-                let mut s = fresh.new_stream(p, [SINK]).await?;
-                s.shutdown().await?;
-                let mut ack = [0u8; 1];
-                s.read_exact(&mut ack).await?;
-                connect.samples.push(t.elapsed().as_secs_f64() * 1e3);
-                fresh.shutdown().await;
+                for _ in 0..connects {
+                    let fresh = Host::new(
+                        generate_keypair(),
+                        HostConfig {
+                            identify: false,
+                            ..HostConfig::default()
+                        },
+                    )?;
+                    let t = Instant::now();
+                    let p = fresh.dial(server_addr.clone()).await?;
+                    let mut s = fresh.new_stream(p, [SINK]).await?;
+                    s.shutdown().await?;
+                    let mut ack = [0u8; 1];
+                    s.read_exact(&mut ack).await?;
+                    took += t.elapsed();
+                    fresh.shutdown().await;
+                }
+                connect
+                    .samples
+                    .push(took.as_secs_f64() * 1e3 / connects as f64);
             } else {
-                let took = theirs.connect_fresh().await?;
-                rust_connect.samples.push(took.as_secs_f64() * 1e3);
+                for _ in 0..connects {
+                    took += theirs.connect_fresh().await?;
+                }
+                rust_connect
+                    .samples
+                    .push(took.as_secs_f64() * 1e3 / connects as f64);
             }
         }
     }
@@ -178,4 +190,87 @@ pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<V
         rust_connect,
         connect_vs_rust,
     ])
+}
+
+/// Profiling aid (not in the report): `n` fresh connections, each with its first stream, to one
+/// server, on `route` (`ours` or `rust`); prints the median.
+pub(crate) async fn connect_only(
+    route: &str,
+    n: usize,
+    server_identify: bool,
+) -> Result<Vec<Figure>> {
+    let mut figure = Figure::new(&format!("{route}.connect"), "µs", false);
+    match route {
+        "ours" => {
+            let (server, client, _) = host_pair(HostConfig {
+                identify: server_identify,
+                ..HostConfig::default()
+            })
+            .await?;
+            let server_addr = with_p2p(&server.listen_addrs()[0], server.peer_id());
+            for _ in 0..n {
+                let fresh = Host::new(
+                    generate_keypair(),
+                    HostConfig {
+                        identify: false,
+                        ..HostConfig::default()
+                    },
+                )?;
+                let t = Instant::now();
+                let p = fresh.dial(server_addr.clone()).await?;
+                let mut s = fresh.new_stream(p, [SINK]).await?;
+                s.shutdown().await?;
+                let mut ack = [0u8; 1];
+                s.read_exact(&mut ack).await?;
+                figure.samples.push(t.elapsed().as_secs_f64() * 1e6);
+                fresh.shutdown().await;
+            }
+            client.shutdown().await;
+            server.shutdown().await;
+        }
+        "rust" => {
+            let theirs = rust_libp2p::Pair::new().await?;
+            for _ in 0..n {
+                let took = theirs.connect_fresh().await?;
+                figure.samples.push(took.as_secs_f64() * 1e6);
+            }
+        }
+        other => anyhow::bail!("unknown route {other:?} (ours or rust)"),
+    }
+    Ok(vec![figure])
+}
+
+/// Profiling aid (not in the report): `n` stream opens on one live connection, on `route`
+/// (`ours` or `rust`); prints the mean per open.
+pub(crate) async fn stream_open_only(route: &str, n: usize) -> Result<Vec<Figure>> {
+    let mut figure = Figure::new(&format!("{route}.stream_open"), "µs", false);
+    match route {
+        "ours" => {
+            let (server, client, peer) = host_pair(HostConfig::default()).await?;
+            let t = Instant::now();
+            for _ in 0..n {
+                let mut s = client.new_stream(peer, [SINK]).await?;
+                s.shutdown().await?;
+                let mut ack = [0u8; 1];
+                s.read_exact(&mut ack).await?;
+            }
+            figure
+                .samples
+                .push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+            client.shutdown().await;
+            server.shutdown().await;
+        }
+        "rust" => {
+            let mut theirs = rust_libp2p::Pair::new().await?;
+            let t = Instant::now();
+            for _ in 0..n {
+                theirs.stream_open().await?;
+            }
+            figure
+                .samples
+                .push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+        other => anyhow::bail!("unknown route {other:?} (ours or rust)"),
+    }
+    Ok(vec![figure])
 }

@@ -38,13 +38,17 @@ struct Args {
     /// Tokio worker threads (0: a current-thread runtime). The report always uses 2.
     #[arg(long, default_value_t = 2, hide = true)]
     worker_threads: usize,
-    /// `forward-rtt`, `forward-tput` (profiling aids, not in the report): which route, `tcp`,
-    /// `ours` or `rust`.
+    /// `forward-rtt`, `forward-tput`, `stream-open`, `connect` (profiling aids, not in the report): which route,
+    /// `tcp`, `ours` or `rust`.
     #[arg(long, default_value = "ours", hide = true)]
     route: String,
-    /// `forward-rtt`: how many 64-byte ping-pongs; `forward-tput`: how many MiB.
+    /// `forward-rtt`: how many 64-byte ping-pongs; `forward-tput`: how many MiB; `connect`: how
+    /// many connections; `stream-open`: how many streams.
     #[arg(long, default_value_t = 20_000, hide = true)]
     pings: usize,
+    /// `connect` (profiling aid): the p2pnet server does not run identify.
+    #[arg(long, hide = true)]
+    no_server_identify: bool,
     /// Internal: the TCP port a `scale-stream-*` child process uses.
     #[arg(long, hide = true)]
     port: Option<u16>,
@@ -67,6 +71,12 @@ fn main() -> Result<()> {
     let results = match args.group.as_str() {
         "host" => rt.block_on(host_bench::run(args.quick, args.yamux_split_send_size))?,
         "forward" => rt.block_on(forward_bench::run(args.quick))?,
+        "stream-open" => rt.block_on(host_bench::stream_open_only(&args.route, args.pings))?,
+        "connect" => rt.block_on(host_bench::connect_only(
+            &args.route,
+            args.pings,
+            !args.no_server_identify,
+        ))?,
         "forward-rtt" => rt.block_on(forward_bench::rtt_only(&args.route, args.pings))?,
         "forward-tput" => rt.block_on(forward_bench::tput_only(
             &args.route,
