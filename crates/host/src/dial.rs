@@ -133,6 +133,8 @@ impl HostInner {
         let timeout = self.config.dial_timeout;
         let resolved = match tokio::time::timeout(timeout, addr::resolve_dns(&addr)).await {
             Err(_) => {
+                Metrics::inc(&self.metrics.dial_failures);
+                tracing::debug!(%addr, "dial failed: name resolution timed out");
                 return Err(HostError::Timeout {
                     operation: "dns resolution",
                     after: timeout,
