@@ -104,21 +104,7 @@ pub(crate) fn run(if_available: bool) -> Result<()> {
         Err(e) => return Err(e),
     }
 
-    let status = Command::new(crate::cargo())
-        .args([
-            "test",
-            "--package",
-            "p2pnet-tests",
-            "--test",
-            "interop_js_libp2p",
-            "--",
-            "--ignored",
-        ])
-        .status()
-        .context("running the js-libp2p interop tests")?;
-    if !status.success() {
-        bail!("the js-libp2p interop tests failed");
-    }
+    crate::run_ignored_tests("interop_js_libp2p", "the js-libp2p interop tests")?;
     eprintln!("xtask interop-js: ok");
     Ok(())
 }

@@ -101,6 +101,19 @@ pub(crate) fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
+/// Runs the ignored tests of one test binary of `p2pnet-tests` (`what` names them in errors).
+pub(crate) fn run_ignored_tests(test: &str, what: &str) -> Result<()> {
+    let status = Command::new(cargo())
+        .args(["test", "--package", "p2pnet-tests", "--test", test])
+        .args(["--", "--ignored"])
+        .status()
+        .with_context(|| format!("running {what}"))?;
+    if !status.success() {
+        bail!("{what} failed");
+    }
+    Ok(())
+}
+
 fn ci() -> Result<()> {
     let tests = if has_nextest() {
         Step::new(

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 /// Why namespaces cannot be used here, or `None` when they can.
 fn unavailable() -> Option<String> {
@@ -26,21 +26,7 @@ pub(crate) fn run() -> Result<()> {
         eprintln!("xtask netns: SKIPPED: {why}");
         return Ok(());
     }
-    let status = Command::new(crate::cargo())
-        .args([
-            "test",
-            "--package",
-            "p2pnet-tests",
-            "--test",
-            "netns",
-            "--",
-            "--ignored",
-        ])
-        .status()
-        .context("running the netns test")?;
-    if !status.success() {
-        bail!("the network-namespace test failed");
-    }
+    crate::run_ignored_tests("netns", "the network-namespace test")?;
     eprintln!("xtask netns: ok");
     Ok(())
 }
