@@ -35,6 +35,45 @@ struct Route {
     echo: u16,
 }
 
+/// One route of a profiling aid, set up: the TCP port to use and what must stay alive meanwhile.
+struct Profiled {
+    port: u16,
+    _keep: (Host, Host, Forwarder, Forwarder, rust_libp2p::Tunnel),
+}
+
+/// Builds our tunnel and the rust-libp2p one to the local service on `service_port` (over
+/// `protocol`, with `host` as both hosts' configuration); returns `which` of them, or the service
+/// itself for `tcp`.
+async fn route(
+    which: &str,
+    protocol: &'static str,
+    service_port: u16,
+    host: HostConfig,
+) -> Result<Profiled> {
+    let config = ForwardConfig::default();
+    let b = Host::new(generate_keypair(), host.clone())?;
+    let b_addr = b.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
+    let fb = Forwarder::new(b.clone(), config.clone());
+    fb.listen(protocol, tcp(service_port), ListenOptions::default())?;
+    let a = Host::new(generate_keypair(), host)?;
+    a.dial(with_p2p(&b_addr, b.peer_id())).await?;
+    let fa = Forwarder::new(a.clone(), config.clone());
+    let any = "/ip4/127.0.0.1/tcp/0".parse()?;
+    let ours = port(&fa.forward(protocol, any, b.peer_id()).await?.listen_addr)?;
+    let (tunnel, ports) =
+        rust_libp2p::Tunnel::new(&[(protocol, service_port)], config.buffer_size).await?;
+    let port = match which {
+        "tcp" => service_port,
+        "ours" => ours,
+        "rust" => ports[0],
+        other => anyhow::bail!("unknown route {other:?} (tcp, ours or rust)"),
+    };
+    Ok(Profiled {
+        port,
+        _keep: (a, b, fa, fb, tunnel),
+    })
+}
+
 /// Profiling aid (`p2pnet-bench forward-tput --route tcp|ours|rust --pings N
 /// [--yamux-split-send-size B]`, not part of the report): N MiB through one route into a sink,
 /// after 64 MiB of warm-up.
@@ -43,35 +82,15 @@ pub(crate) async fn tput_only(
     mib: usize,
     split_send_size: Option<usize>,
 ) -> Result<Vec<Figure>> {
-    let config = ForwardConfig::default();
-    let hc = || {
-        let mut c = HostConfig::default();
-        if let Some(size) = split_send_size {
-            c.yamux_split_send_size = size;
-        }
-        c
-    };
+    let mut host = HostConfig::default();
+    if let Some(size) = split_send_size {
+        host.yamux_split_send_size = size;
+    }
     let sink_port = serve(|s| Box::pin(sink(s))).await?;
-    let b = Host::new(generate_keypair(), hc())?;
-    let b_addr = b.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
-    let fb = Forwarder::new(b.clone(), config.clone());
-    fb.listen("/x/sink", tcp(sink_port), ListenOptions::default())?;
-    let a = Host::new(generate_keypair(), hc())?;
-    a.dial(with_p2p(&b_addr, b.peer_id())).await?;
-    let fa = Forwarder::new(a.clone(), config.clone());
-    let any = "/ip4/127.0.0.1/tcp/0".parse()?;
-    let ours = port(&fa.forward("/x/sink", any, b.peer_id()).await?.listen_addr)?;
-    let (_tunnel, ports) =
-        rust_libp2p::Tunnel::new(&[("/x/sink", sink_port)], config.buffer_size).await?;
-    let target = match which {
-        "tcp" => sink_port,
-        "ours" => ours,
-        "rust" => ports[0],
-        other => anyhow::bail!("unknown route {other:?} (tcp, ours or rust)"),
-    };
-    throughput(target, 64 << 20).await?;
+    let r = route(which, "/x/sink", sink_port, host).await?;
+    throughput(r.port, 64 << 20).await?;
     let mut f = Figure::new(&format!("{which}.throughput"), "MiB/s", true);
-    f.samples.push(throughput(target, mib << 20).await?);
+    f.samples.push(throughput(r.port, mib << 20).await?);
     Ok(vec![f])
 }
 
@@ -79,28 +98,11 @@ pub(crate) async fn tput_only(
 /// report): only 64-byte ping-pongs on one route, after 1,000 of warm-up, so that `perf stat`,
 /// `perf record` or `strace -c` see nothing else.
 pub(crate) async fn rtt_only(which: &str, pings: usize) -> Result<Vec<Figure>> {
-    let config = ForwardConfig::default();
     let echo_port = serve(|s| Box::pin(echo(s))).await?;
-    let b = Host::new(generate_keypair(), HostConfig::default())?;
-    let b_addr = b.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
-    let fb = Forwarder::new(b.clone(), config.clone());
-    fb.listen("/x/echo", tcp(echo_port), ListenOptions::default())?;
-    let a = Host::new(generate_keypair(), HostConfig::default())?;
-    a.dial(with_p2p(&b_addr, b.peer_id())).await?;
-    let fa = Forwarder::new(a.clone(), config.clone());
-    let any = "/ip4/127.0.0.1/tcp/0".parse()?;
-    let ours = port(&fa.forward("/x/echo", any, b.peer_id()).await?.listen_addr)?;
-    let (_tunnel, ports) =
-        rust_libp2p::Tunnel::new(&[("/x/echo", echo_port)], config.buffer_size).await?;
-    let target = match which {
-        "tcp" => echo_port,
-        "ours" => ours,
-        "rust" => ports[0],
-        other => anyhow::bail!("unknown route {other:?} (tcp, ours or rust)"),
-    };
-    rtt(target, 1000).await?;
+    let r = route(which, "/x/echo", echo_port, HostConfig::default()).await?;
+    rtt(r.port, 1000).await?;
     let mut f = Figure::new(&format!("{which}.rtt"), "us", false);
-    f.samples.push(rtt(target, pings).await?);
+    f.samples.push(rtt(r.port, pings).await?);
     Ok(vec![f])
 }
 

@@ -136,21 +136,7 @@ pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<V
             let mut took = Duration::ZERO;
             if (round + turn) % 2 == 0 {
                 for _ in 0..connects {
-                    let fresh = Host::new(
-                        generate_keypair(),
-                        HostConfig {
-                            identify: false,
-                            ..HostConfig::default()
-                        },
-                    )?;
-                    let t = Instant::now();
-                    let p = fresh.dial(server_addr.clone()).await?;
-                    let mut s = fresh.new_stream(p, [SINK]).await?;
-                    s.shutdown().await?;
-                    let mut ack = [0u8; 1];
-                    s.read_exact(&mut ack).await?;
-                    took += t.elapsed();
-                    fresh.shutdown().await;
+                    took += connect_once(&server_addr).await?;
                 }
                 connect
                     .samples
@@ -192,6 +178,27 @@ pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<V
     ])
 }
 
+/// One fresh host (built before the clock starts) dials `server_addr`, opens its first stream,
+/// half-closes it and reads the 1-byte answer: the time that took.
+async fn connect_once(server_addr: &p2pnet_host::Multiaddr) -> Result<Duration> {
+    let fresh = Host::new(
+        generate_keypair(),
+        HostConfig {
+            identify: false,
+            ..HostConfig::default()
+        },
+    )?;
+    let t = Instant::now();
+    let p = fresh.dial(server_addr.clone()).await?;
+    let mut s = fresh.new_stream(p, [SINK]).await?;
+    s.shutdown().await?;
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack).await?;
+    let took = t.elapsed();
+    fresh.shutdown().await;
+    Ok(took)
+}
+
 /// Profiling aid (not in the report): `n` fresh connections, each with its first stream, to one
 /// server, on `route` (`ours` or `rust`); prints the median.
 pub(crate) async fn connect_only(
@@ -209,21 +216,8 @@ pub(crate) async fn connect_only(
             .await?;
             let server_addr = with_p2p(&server.listen_addrs()[0], server.peer_id());
             for _ in 0..n {
-                let fresh = Host::new(
-                    generate_keypair(),
-                    HostConfig {
-                        identify: false,
-                        ..HostConfig::default()
-                    },
-                )?;
-                let t = Instant::now();
-                let p = fresh.dial(server_addr.clone()).await?;
-                let mut s = fresh.new_stream(p, [SINK]).await?;
-                s.shutdown().await?;
-                let mut ack = [0u8; 1];
-                s.read_exact(&mut ack).await?;
-                figure.samples.push(t.elapsed().as_secs_f64() * 1e6);
-                fresh.shutdown().await;
+                let took = connect_once(&server_addr).await?;
+                figure.samples.push(took.as_secs_f64() * 1e6);
             }
             client.shutdown().await;
             server.shutdown().await;

@@ -32,41 +32,56 @@ fn swarm() -> Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
         .build())
 }
 
+/// A new swarm listening on 127.0.0.1: the swarm and its address with the `/p2p/` suffix.
+async fn listening() -> Result<(libp2p::Swarm<libp2p_stream::Behaviour>, Multiaddr)> {
+    let mut s = swarm()?;
+    s.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+    let addr: Multiaddr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = s.select_next_some().await {
+            break address;
+        }
+    };
+    let id = *s.local_peer_id();
+    Ok((s, addr.with(libp2p::multiaddr::Protocol::P2p(id))))
+}
+
+/// Drives `s` on a task of its own, forever (until the task is aborted).
+fn drive(mut s: libp2p::Swarm<libp2p_stream::Behaviour>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            s.select_next_some().await;
+        }
+    })
+}
+
+/// A new swarm connected to `addr`, driven on its own task: its stream control and the task.
+async fn connected(
+    addr: Multiaddr,
+) -> Result<(libp2p_stream::Control, tokio::task::JoinHandle<()>)> {
+    let mut s = swarm()?;
+    s.dial(addr)?;
+    loop {
+        if let SwarmEvent::ConnectionEstablished { .. } = s.select_next_some().await {
+            break;
+        }
+    }
+    let control = s.behaviour().new_control();
+    Ok((control, drive(s)))
+}
+
 impl Pair {
     pub(crate) async fn new() -> Result<Pair> {
-        let mut server = swarm()?;
-        server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
-        let addr: Multiaddr = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
-                break address;
-            }
-        };
+        let (server, server_addr) = listening().await?;
         let server_id = *server.local_peer_id();
         let mut incoming = server.behaviour().new_control().accept(SINK)?;
-        let mut tasks = vec![tokio::spawn(async move {
-            loop {
-                server.select_next_some().await;
-            }
-        })];
+        let mut tasks = vec![drive(server)];
         tasks.push(tokio::spawn(async move {
             while let Some((_, stream)) = incoming.next().await {
                 tokio::spawn(sink(stream));
             }
         }));
-        let server_addr = addr.with(libp2p::multiaddr::Protocol::P2p(server_id));
-        let mut client = swarm()?;
-        client.dial(server_addr.clone())?;
-        loop {
-            if let SwarmEvent::ConnectionEstablished { .. } = client.select_next_some().await {
-                break;
-            }
-        }
-        let control = client.behaviour().new_control();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                client.select_next_some().await;
-            }
-        }));
+        let (control, client) = connected(server_addr.clone()).await?;
+        tasks.push(client);
         Ok(Pair {
             control,
             server: server_id,
@@ -191,13 +206,7 @@ impl Tunnel {
         routes: &[(&'static str, u16)],
         buffer_size: usize,
     ) -> Result<(Tunnel, Vec<u16>)> {
-        let mut b = swarm()?;
-        b.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
-        let addr: Multiaddr = loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
-                break address;
-            }
-        };
+        let (b, b_addr) = listening().await?;
         let b_id = *b.local_peer_id();
         let mut tasks = Vec::new();
         for &(protocol, target) in routes {
@@ -218,25 +227,10 @@ impl Tunnel {
                 }
             }));
         }
-        tasks.push(tokio::spawn(async move {
-            loop {
-                b.select_next_some().await;
-            }
-        }));
+        tasks.push(drive(b));
 
-        let mut a = swarm()?;
-        a.dial(addr.with(libp2p::multiaddr::Protocol::P2p(b_id)))?;
-        loop {
-            if let SwarmEvent::ConnectionEstablished { .. } = a.select_next_some().await {
-                break;
-            }
-        }
-        let control = a.behaviour().new_control();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                a.select_next_some().await;
-            }
-        }));
+        let (control, a) = connected(b_addr).await?;
+        tasks.push(a);
         let mut ports = Vec::new();
         for &(protocol, _) in routes {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
