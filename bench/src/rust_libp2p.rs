@@ -93,15 +93,7 @@ impl Pair {
     /// Opens a stream on the live connection, negotiates [`SINK`], half-closes it and reads the
     /// server's 1-byte answer: the same job as `host.stream_open`.
     pub(crate) async fn stream_open(&mut self) -> Result<()> {
-        let mut s = self
-            .control
-            .open_stream(self.server, SINK)
-            .await
-            .context("rust-libp2p open_stream")?;
-        s.close().await?;
-        let mut ack = [0u8; 1];
-        s.read_exact(&mut ack).await?;
-        Ok(())
+        sink_round_trip(&mut self.control, self.server).await
     }
 
     /// A fresh client swarm (built before the clock starts) dials the server: TCP + noise XX +
@@ -136,13 +128,7 @@ impl Pair {
                 .await
                 .context("rust-libp2p swarm task ended")?
                 .map_err(|e| anyhow::anyhow!("rust-libp2p dial: {e}"))?;
-            let mut s = control
-                .open_stream(self.server, SINK)
-                .await
-                .context("rust-libp2p open_stream")?;
-            s.close().await?;
-            let mut ack = [0u8; 1];
-            s.read_exact(&mut ack).await?;
+            sink_round_trip(&mut control, self.server).await?;
             anyhow::Ok(t.elapsed())
         }
         .await;
@@ -176,6 +162,18 @@ impl Drop for Pair {
             t.abort();
         }
     }
+}
+
+/// Opens a [`SINK`] stream to `server`, half-closes it and reads the server's 1-byte answer.
+async fn sink_round_trip(control: &mut libp2p_stream::Control, server: PeerId) -> Result<()> {
+    let mut s = control
+        .open_stream(server, SINK)
+        .await
+        .context("rust-libp2p open_stream")?;
+    s.close().await?;
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack).await?;
+    Ok(())
 }
 
 async fn sink(mut s: libp2p::Stream) {
