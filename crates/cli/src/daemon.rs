@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use p2pnet_host::{Multiaddr, Protocol, with_p2p};
 use p2pnet_netservice::{NetConfig, NetService};
 
-use crate::control;
+use crate::{control, strict};
 
 /// The configuration file looked for in the data directory.
 const CONFIG_FILE: &str = "p2pnet.toml";
@@ -84,9 +84,17 @@ fn resolve_listen(addrs: Vec<String>, chosen: bool) -> Vec<String> {
 
 fn load_config(data_dir: &Path, args: &DaemonArgs) -> Result<(NetConfig, bool)> {
     let in_data_dir = data_dir.join(CONFIG_FILE);
-    let (mut config, from_file) = match &args.config {
-        Some(path) => (NetConfig::load(path)?, true),
-        None if in_data_dir.exists() => (NetConfig::load(&in_data_dir)?, true),
+    let file = match &args.config {
+        Some(path) => Some(path.as_path()),
+        None if in_data_dir.exists() => Some(in_data_dir.as_path()),
+        None => None,
+    };
+    let (mut config, from_file) = match file {
+        Some(path) => {
+            // It declares tunnels: another user must not have written it.
+            strict::check_private(path, "configuration file", strict::euid(), true)?;
+            (NetConfig::load(path)?, true)
+        }
         None => (NetConfig::default(), false),
     };
     if config.identity_key.is_none() {
@@ -116,7 +124,10 @@ pub(crate) async fn run(data_dir: PathBuf, args: DaemonArgs) -> Result<()> {
     // Installed before anything starts: a SIGTERM that arrives while the node is still starting
     // (a supervisor giving up early) then stops it cleanly instead of killing the process.
     let signals = Signals::install()?;
-    create_private_dir(&data_dir)?;
+    // Whatever the daemon creates (the persisted configuration, the socket before its chmod) is
+    // its user's alone, and passes the checks below at the next start.
+    strict::private_umask();
+    prepare_data_dir(&data_dir)?;
     let (config, _) = load_config(&data_dir, &args)?;
     let config_path = args
         .config
@@ -148,19 +159,19 @@ pub(crate) async fn run(data_dir: PathBuf, args: DaemonArgs) -> Result<()> {
     signal
 }
 
-/// Creates the data directory, readable by its owner only when we create it.
-fn create_private_dir(dir: &Path) -> Result<()> {
-    if dir.exists() {
-        return Ok(());
+/// Creates the data directory (mode 0700) if it is missing, then refuses it unless it belongs
+/// to this user and neither group nor others may write to it: whoever can write there can swap
+/// the control socket or plant a configuration with tunnels.
+fn prepare_data_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
     }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restricting {}", dir.display()))?;
-    }
+    strict::check_private(dir, "data directory", strict::euid(), false)?;
     Ok(())
 }
 

@@ -21,6 +21,7 @@ mod control;
 mod daemon;
 mod demo;
 mod output;
+mod strict;
 
 use std::path::PathBuf;
 

@@ -16,9 +16,16 @@ use crate::metrics::Metrics;
 use crate::peer_store::RECENT_ADDR_TTL;
 use crate::{HostError, addr};
 
-/// Callers waiting for the dial in progress to a peer.
-pub(crate) type PendingDials =
-    Mutex<HashMap<PeerId, Vec<oneshot::Sender<Result<ConnectionHandle, HostError>>>>>;
+/// The dial in progress to one peer: who waits for it, and the addresses callers who joined it
+/// asked for (tried once the dial's own list fails).
+#[derive(Default)]
+pub(crate) struct PendingDial {
+    waiters: Vec<oneshot::Sender<Result<ConnectionHandle, HostError>>>,
+    more_addrs: Vec<Multiaddr>,
+}
+
+/// The dials in progress, by peer.
+pub(crate) type PendingDials = Mutex<HashMap<PeerId, PendingDial>>;
 
 /// The error text of `err` and all its sources, for logs and `DialFailed`.
 pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -63,35 +70,116 @@ impl HostInner {
                 }
                 self.dial_peer(peer, vec![tcp]).await.map(|h| h.peer)
             }
-            None => self.dial_addr(tcp, None).await.map(|h| h.peer),
+            None => self
+                .until_shut_down(self.dial_addr(tcp, None))
+                .await
+                .map(|h| h.peer),
+        }
+    }
+
+    /// `fut`, or [`HostError::ShutDown`] as soon as the host shuts down (`fut` is dropped).
+    async fn until_shut_down<T>(
+        &self,
+        fut: impl Future<Output = Result<T, HostError>>,
+    ) -> Result<T, HostError> {
+        tokio::select! {
+            biased;
+            r = fut => r,
+            () = self.shutdown.cancelled() => Err(HostError::ShutDown),
         }
     }
 
     /// Dials `peer`, trying `addrs` first and then the peer store's addresses. Concurrent calls
-    /// for one peer share one dial.
+    /// for one peer share one dial; the addresses of a call that joins a dial in progress are
+    /// tried by it too, after its own have failed. Fails with [`HostError::ShutDown`] as soon as
+    /// the host shuts down, also when the call raced the shutdown.
     async fn dial_peer(
         self: &Arc<Self>,
         peer: PeerId,
-        addrs: Vec<Multiaddr>,
+        mut addrs: Vec<Multiaddr>,
     ) -> Result<ConnectionHandle, HostError> {
-        let (rx, first) = self.pending_dial_waiter(peer);
-        if first {
-            let inner = self.clone();
-            self.spawn(async move {
-                let result = inner.dial_addrs(peer, addrs).await;
-                let waiters = inner.pending_dials.lock().remove(&peer).unwrap_or_default();
-                for waiter in waiters {
-                    let _ = waiter.send(result.clone());
+        let (tx, rx) = oneshot::channel();
+        let first = {
+            let mut pending = self.pending_dials.lock();
+            match pending.get_mut(&peer) {
+                Some(dial) => {
+                    dial.waiters.push(tx);
+                    for addr in addrs.drain(..) {
+                        if !dial.more_addrs.contains(&addr) {
+                            dial.more_addrs.push(addr);
+                        }
+                    }
+                    false
                 }
-            });
+                None => {
+                    let dial = PendingDial {
+                        waiters: vec![tx],
+                        more_addrs: Vec::new(),
+                    };
+                    pending.insert(peer, dial);
+                    true
+                }
+            }
+        };
+        // `Host::shutdown` cancels, then clears the pending dials: a call that registered after
+        // that sees the cancellation below and does not wait.
+        if first && !self.shutdown.is_cancelled() {
+            let inner = self.clone();
+            self.spawn(async move { inner.run_dial(peer, addrs).await });
         }
-        rx.await.map_err(|_| HostError::ShutDown)?
+        let result = self
+            .until_shut_down(async { rx.await.map_err(|_| HostError::ShutDown)? })
+            .await;
+        if matches!(result, Err(HostError::ShutDown)) {
+            // Nobody will answer the others either.
+            self.pending_dials.lock().remove(&peer);
+        }
+        result
     }
 
+    /// The task behind a coalesced dial: `addrs`, the peer store's, then whatever callers who
+    /// joined meanwhile asked for, until one connects or none is left; then answers every caller.
+    async fn run_dial(self: &Arc<Self>, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let mut tried = Vec::new();
+        let mut result = self.dial_addrs(peer, addrs, &mut tried).await;
+        loop {
+            let retry = !matches!(
+                result,
+                Ok(_) | Err(HostError::ShutDown | HostError::LimitReached { .. })
+            );
+            // Under the lock: either more addresses to try, or the dial ends for every caller
+            // (so that no caller can join it after its last look).
+            let more: Vec<Multiaddr> = {
+                let mut pending = self.pending_dials.lock();
+                let more = match pending.get_mut(&peer) {
+                    Some(dial) if retry => std::mem::take(&mut dial.more_addrs)
+                        .into_iter()
+                        .filter(|a| !tried.contains(a))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if more.is_empty() {
+                    let waiters = pending.remove(&peer).map(|d| d.waiters).unwrap_or_default();
+                    drop(pending);
+                    for waiter in waiters {
+                        let _ = waiter.send(result.clone());
+                    }
+                    return;
+                }
+                more
+            };
+            tracing::debug!(%peer, addrs = ?more, "trying the addresses of callers who joined the dial");
+            result = self.dial_list(peer, more, &mut tried).await;
+        }
+    }
+
+    /// Dials `addrs` and then the peer store's addresses for `peer`, skipping those in `tried`
+    /// (and adding the others to it).
     async fn dial_addrs(
         self: &Arc<Self>,
         peer: PeerId,
         mut addrs: Vec<Multiaddr>,
+        tried: &mut Vec<Multiaddr>,
     ) -> Result<ConnectionHandle, HostError> {
         if let Some(handle) = self.connection_to(&peer) {
             return Ok(handle);
@@ -101,8 +189,23 @@ impl HostInner {
                 addrs.push(known);
             }
         }
+        self.dial_list(peer, addrs, tried).await
+    }
+
+    /// Dials `addrs` in order until one connects to `peer`, skipping those in `tried` (and
+    /// adding the others to it).
+    async fn dial_list(
+        self: &Arc<Self>,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        tried: &mut Vec<Multiaddr>,
+    ) -> Result<ConnectionHandle, HostError> {
         let mut last_error = HostError::NoAddresses { peer };
         for addr in addrs {
+            if tried.contains(&addr) {
+                continue;
+            }
+            tried.push(addr.clone());
             match self.dial_addr(addr, Some(peer)).await {
                 Ok(handle) => return Ok(handle),
                 Err(e @ (HostError::ShutDown | HostError::LimitReached { .. })) => return Err(e),

@@ -11,7 +11,7 @@ use libp2p_identity::{Keypair, PeerId};
 use multiaddr::Multiaddr;
 use multistream_select::{NegotiationError, Version};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -637,16 +637,5 @@ impl HostInner {
             guard,
             handle.ended.clone(),
         ))
-    }
-
-    pub(crate) fn pending_dial_waiter(
-        &self,
-        peer: PeerId,
-    ) -> (oneshot::Receiver<Result<ConnectionHandle, HostError>>, bool) {
-        let (tx, rx) = oneshot::channel();
-        let mut pending = self.pending_dials.lock();
-        let first = !pending.contains_key(&peer);
-        pending.entry(peer).or_default().push(tx);
-        (rx, first)
     }
 }

@@ -3,9 +3,10 @@
 //! Fed by successful dials, by identify and by the user. Bounded in peers, addresses per peer and
 //! protocols per peer, because identify data comes from untrusted peers.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::time::{Duration, Instant};
 
+use hashlink::LinkedHashMap;
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 use parking_lot::Mutex;
@@ -19,12 +20,17 @@ const MAX_PEERS: usize = 16_384;
 const MAX_ADDRS_PER_PEER: usize = 32;
 const MAX_PROTOCOLS_PER_PEER: usize = 128;
 const MAX_STRING_LEN: usize = 256;
+/// How many of the least recently updated records a full store looks at for one to evict
+/// (records the user gave a permanent address are skipped and sent to the back).
+const EVICTION_SCAN: usize = 8;
 
 #[derive(Debug, Default)]
 struct PeerRecord {
     addrs: Vec<(Multiaddr, Instant)>,
     protocols: Vec<String>,
     agent_version: Option<String>,
+    /// The user gave this peer an address with [`PERMANENT_ADDR_TTL`]: never evicted.
+    pinned: bool,
 }
 
 impl PeerRecord {
@@ -33,15 +39,67 @@ impl PeerRecord {
     }
 }
 
+/// Records in the order they were last updated, least recently first. Hashed with SipHash and a
+/// random key, since peer ids come from untrusted peers.
+type Records = LinkedHashMap<PeerId, PeerRecord, RandomState>;
+
 /// Addresses and facts about peers. Cheap to query; all methods take `&self`.
-#[derive(Debug, Default)]
+///
+/// Bounded: when it is full, a new peer takes the place of the least recently updated one
+/// (skipping peers the user gave a permanent address), in constant time under the lock.
+#[derive(Debug)]
 pub struct PeerStore {
-    peers: Mutex<HashMap<PeerId, PeerRecord>>,
+    peers: Mutex<Records>,
+    max_peers: usize,
+}
+
+impl Default for PeerStore {
+    fn default() -> Self {
+        Self::with_max_peers(MAX_PEERS)
+    }
 }
 
 impl PeerStore {
+    /// A store that keeps at most `max_peers` peers.
+    pub(crate) fn with_max_peers(max_peers: usize) -> Self {
+        Self {
+            peers: Mutex::new(LinkedHashMap::with_hasher(RandomState::new())),
+            max_peers: max_peers.max(1),
+        }
+    }
+
+    /// The record of `peer`, moved to the back (most recently updated); created when missing,
+    /// evicting the least recently updated unpinned record if the store is full. `None` when the
+    /// store is full of pinned records near its front. O(1).
+    fn update<'a>(&self, peers: &'a mut Records, peer: PeerId) -> Option<&'a mut PeerRecord> {
+        if peers.contains_key(&peer) {
+            return peers.to_back(&peer);
+        }
+        if peers.len() >= self.max_peers {
+            let mut evicted = false;
+            for _ in 0..EVICTION_SCAN.min(peers.len()) {
+                let mut front = peers.front_entry()?;
+                if front.get().pinned {
+                    front.to_back();
+                } else {
+                    let (old, _) = front.remove_entry();
+                    tracing::debug!(%peer, evicted = %old, "peer store full; evicted the least recently updated peer");
+                    evicted = true;
+                    break;
+                }
+            }
+            if !evicted {
+                tracing::warn!(%peer, "peer store full of peers the user added; not stored");
+                return None;
+            }
+        }
+        peers.insert(peer, PeerRecord::default());
+        peers.get_mut(&peer)
+    }
+
     /// Adds (or refreshes) addresses for `peer`, each valid for `ttl`. A `/p2p/<id>` suffix is
-    /// stripped. Returns how many addresses were stored (the store is bounded).
+    /// stripped. Returns how many addresses were stored (the store is bounded). A `ttl` of
+    /// [`PERMANENT_ADDR_TTL`] or more marks the peer as the user's: it is never evicted.
     pub fn add_addrs(
         &self,
         peer: PeerId,
@@ -51,17 +109,9 @@ impl PeerStore {
         let now = Instant::now();
         let expires = now.checked_add(ttl).unwrap_or(now + PERMANENT_ADDR_TTL);
         let mut peers = self.peers.lock();
-        if !peers.contains_key(&peer) && peers.len() >= MAX_PEERS {
-            peers.retain(|_, r| {
-                r.prune(now);
-                !r.addrs.is_empty()
-            });
-            if peers.len() >= MAX_PEERS {
-                tracing::warn!(%peer, "peer store full; address not stored");
-                return 0;
-            }
-        }
-        let record = peers.entry(peer).or_default();
+        let Some(record) = self.update(&mut peers, peer) else {
+            return 0;
+        };
         record.prune(now);
         let mut stored = 0;
         for addr in addrs {
@@ -73,6 +123,9 @@ impl PeerStore {
                 record.addrs.push((addr, expires));
                 stored += 1;
             }
+        }
+        if stored > 0 && ttl >= PERMANENT_ADDR_TTL {
+            record.pinned = true;
         }
         stored
     }
@@ -90,10 +143,11 @@ impl PeerStore {
         addrs.into_iter().map(|(a, _)| a).collect()
     }
 
-    /// Forgets all addresses of `peer`.
+    /// Forgets all addresses of `peer` (and that the user gave any).
     pub fn clear_addrs(&self, peer: &PeerId) {
         if let Some(record) = self.peers.lock().get_mut(peer) {
             record.addrs.clear();
+            record.pinned = false;
         }
     }
 
@@ -122,10 +176,9 @@ impl PeerStore {
     /// Records what identify told us (bounded: long strings and long lists are cut).
     pub(crate) fn set_identify(&self, peer: PeerId, protocols: Vec<String>, agent: Option<String>) {
         let mut peers = self.peers.lock();
-        if !peers.contains_key(&peer) && peers.len() >= MAX_PEERS {
+        let Some(record) = self.update(&mut peers, peer) else {
             return;
-        }
-        let record = peers.entry(peer).or_default();
+        };
         record.protocols = protocols
             .into_iter()
             .filter(|p| p.len() <= MAX_STRING_LEN)
@@ -151,6 +204,90 @@ mod tests {
         let many = (0..100u16).map(|p| format!("/ip4/127.0.0.1/tcp/{}", p + 2).parse().unwrap());
         store.add_addrs(peer, many, RECENT_ADDR_TTL);
         assert_eq!(store.addrs(&peer).len(), MAX_ADDRS_PER_PEER);
+    }
+
+    fn addr(port: u16) -> Multiaddr {
+        format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
+    }
+
+    #[test]
+    fn a_full_store_evicts_the_least_recently_updated_peer() {
+        let store = PeerStore::with_max_peers(4);
+        let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+        for (i, p) in peers[..4].iter().enumerate() {
+            assert_eq!(store.add_addrs(*p, [addr(i as u16)], RECENT_ADDR_TTL), 1);
+        }
+        // Updating peers[0] makes peers[1] the least recently updated.
+        store.add_addrs(peers[0], [addr(100)], RECENT_ADDR_TTL);
+        assert_eq!(store.add_addrs(peers[4], [addr(4)], RECENT_ADDR_TTL), 1);
+        let mut expected = vec![peers[2], peers[3], peers[0], peers[4]];
+        assert_eq!(store.peers(), expected);
+        assert!(store.addrs(&peers[1]).is_empty());
+        // Reading is not updating: peers[2] is still the next to go.
+        assert_eq!(store.addrs(&peers[2]), vec![addr(2)]);
+        // Identify data counts as an update and also makes room.
+        store.set_identify(peers[5], vec!["/p".into()], Some("agent".into()));
+        expected.remove(0);
+        expected.push(peers[5]);
+        assert_eq!(store.peers(), expected);
+        assert_eq!(store.protocols(&peers[5]), vec!["/p".to_owned()]);
+        assert_eq!(store.agent_version(&peers[2]), None);
+    }
+
+    #[test]
+    fn peers_the_user_added_are_not_evicted() {
+        let store = PeerStore::with_max_peers(3);
+        let user: Vec<PeerId> = (0..2).map(|_| PeerId::random()).collect();
+        for (i, p) in user.iter().enumerate() {
+            store.add_addrs(*p, [addr(i as u16)], PERMANENT_ADDR_TTL);
+        }
+        // A flood of learned peers only ever takes the third place.
+        let mut last = PeerId::random();
+        for i in 0..100u16 {
+            last = PeerId::random();
+            assert_eq!(store.add_addrs(last, [addr(1000 + i)], RECENT_ADDR_TTL), 1);
+            let now = store.peers();
+            assert_eq!(now.len(), 3);
+            assert!(user.iter().all(|u| now.contains(u)), "{i}");
+        }
+        assert!(store.peers().contains(&last));
+        // Full of the user's peers: a learned one is not stored, and nothing is evicted.
+        let third = PeerId::random();
+        store.clear_addrs(&last);
+        store.add_addrs(third, [addr(7)], PERMANENT_ADDR_TTL);
+        let sorted = |mut v: Vec<PeerId>| {
+            v.sort();
+            v
+        };
+        let full = sorted(vec![user[0], user[1], third]);
+        assert_eq!(sorted(store.peers()), full);
+        assert_eq!(
+            store.add_addrs(PeerId::random(), [addr(8)], RECENT_ADDR_TTL),
+            0
+        );
+        store.set_identify(PeerId::random(), vec![], None);
+        assert_eq!(sorted(store.peers()), full);
+        // Clearing a user's peer unpins it: it can go again.
+        store.clear_addrs(&user[0]);
+        let newcomer = PeerId::random();
+        assert_eq!(store.add_addrs(newcomer, [addr(9)], RECENT_ADDR_TTL), 1);
+        assert_eq!(
+            sorted(store.peers()),
+            sorted(vec![user[1], third, newcomer])
+        );
+    }
+
+    #[test]
+    fn the_default_store_is_bounded_at_max_peers() {
+        let store = PeerStore::default();
+        let first = PeerId::random();
+        store.add_addrs(first, [addr(1)], RECENT_ADDR_TTL);
+        for _ in 0..MAX_PEERS {
+            store.add_addrs(PeerId::random(), [addr(2)], RECENT_ADDR_TTL);
+        }
+        let peers = store.peers();
+        assert_eq!(peers.len(), MAX_PEERS);
+        assert!(!peers.contains(&first), "the oldest was evicted");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The daemon's end of the control socket: `<data-dir>/p2pnet.sock`, mode 0600, and only
 //! connections from the daemon's own user are served.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,14 +48,12 @@ pub(crate) fn bind(path: &Path) -> Result<Bound> {
         .with_context(|| format!("binding the control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", path.display()))?;
-    // The socket file belongs to the user the daemon runs as.
-    let uid = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .uid();
+    // Served: the user this process runs as, never whoever owns the file at that path (which
+    // someone able to write to the directory could have swapped).
     Ok(Bound {
         listener,
         path: path.to_owned(),
-        uid,
+        uid: crate::strict::euid(),
     })
 }
 
@@ -406,4 +404,23 @@ async fn wait_for_session(svc: &NetService, peer: PeerId) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_served_uid_is_the_effective_uid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("p2pnet.sock");
+        let bound = bind(&path).unwrap();
+        assert_eq!(bound.uid, rustix::process::geteuid().as_raw());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        bound.close();
+        assert!(!path.exists());
+    }
 }
