@@ -197,6 +197,9 @@ fn stream_host_config(n: usize) -> HostConfig {
 fn stream_forward_config(n: usize) -> p2pnet_forward::ForwardConfig {
     p2pnet_forward::ForwardConfig {
         max_streams: n + 64,
+        max_streams_per_peer: n + 64,
+        max_streams_per_listener: n + 64,
+        reserved_local_streams: 0,
         ..Default::default()
     }
 }

@@ -31,6 +31,17 @@ pub struct ForwardConfig {
     /// Bridged streams open at once, over all listeners; connections over the limit are refused
     /// (TCP reset, stream reset). Default 4,096.
     pub max_streams: usize,
+    /// Of [`Self::max_streams`], how many are kept for connections to local `forward`
+    /// listeners: streams from peers (through `listen` listeners) are refused once
+    /// `max_streams - reserved_local_streams` of them are open, so peers cannot lock out local
+    /// clients. Default 512.
+    pub reserved_local_streams: usize,
+    /// Streams one remote peer may have open at once through `listen` listeners, all of them
+    /// together; its streams over the cap are reset. Default 512.
+    pub max_streams_per_peer: usize,
+    /// Streams one listener may have open at once: a `forward` listener's connections or a
+    /// `listen` listener's streams. Default 2,048.
+    pub max_streams_per_listener: usize,
 }
 
 impl Default for ForwardConfig {
@@ -41,6 +52,9 @@ impl Default for ForwardConfig {
             buffer_size: 64 * 1024,
             idle_timeout: None,
             max_streams: 4096,
+            reserved_local_streams: 512,
+            max_streams_per_peer: 512,
+            max_streams_per_listener: 2048,
         }
     }
 }
@@ -99,7 +113,9 @@ mod tests {
         let text = toml::to_string(&ForwardConfig::default()).unwrap();
         assert_eq!(
             text,
-            "allow_custom_protocols = false\ndial_timeout = 30.0\nbuffer_size = 65536\nmax_streams = 4096\n"
+            "allow_custom_protocols = false\ndial_timeout = 30.0\nbuffer_size = 65536\nmax_streams = 4096\n\
+             reserved_local_streams = 512\nmax_streams_per_peer = 512\n\
+             max_streams_per_listener = 2048\n"
         );
         let back: ForwardConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, ForwardConfig::default());

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use p2pnet_host::{HostError, Multiaddr};
 
+use crate::StreamLimit;
+
 /// Everything that can go wrong when setting up or managing forwards.
 ///
 /// Failures of individual forwarded connections (peer unreachable, target down) are not
@@ -48,6 +50,16 @@ pub enum ForwardError {
         addr: Multiaddr,
         /// Why it cannot be used.
         reason: &'static str,
+    },
+    /// A stream or connection was refused because a stream cap of
+    /// [`crate::ForwardConfig`] is reached; it alone is reset, and counted in
+    /// [`crate::Forwarder::refused_streams`].
+    #[error("stream refused: {limit} limit of {max} reached")]
+    StreamLimit {
+        /// Which cap.
+        limit: StreamLimit,
+        /// Its value.
+        max: usize,
     },
     /// The host refused an operation.
     #[error(transparent)]

@@ -7,12 +7,12 @@ use std::time::SystemTime;
 
 use p2pnet_host::{Host, InboundStream, Multiaddr, PeerId, Protocol, Stream, protocol_names};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bridge::{self, BridgeEnd};
 use crate::endpoint::{self, Endpoint, LocalConn, LocalListener};
+use crate::limits::{RefusedStreams, StreamLimits, StreamPermit};
 use crate::registry::{
     Counters, Direction, ListenerFilter, ListenerInfo, ListenerRegistry, Origin, StreamId,
     StreamInfo, StreamRegistry,
@@ -56,7 +56,7 @@ struct Inner {
     config: ForwardConfig,
     listeners: ListenerRegistry,
     streams: Arc<StreamRegistry>,
-    permits: Arc<Semaphore>,
+    limits: Arc<StreamLimits>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -64,14 +64,14 @@ struct Inner {
 impl Forwarder {
     /// A forwarder on `host`. It forwards nothing until asked.
     pub fn new(host: Host, config: ForwardConfig) -> Self {
-        let permits = Arc::new(Semaphore::new(config.max_streams));
+        let limits = Arc::new(StreamLimits::new(&config));
         Self {
             inner: Arc::new(Inner {
                 host,
                 config,
                 listeners: ListenerRegistry::default(),
                 streams: Arc::default(),
-                permits,
+                limits,
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),
@@ -205,6 +205,12 @@ impl Forwarder {
         self.inner.streams.list()
     }
 
+    /// How many streams and local connections the stream caps of [`ForwardConfig`] have
+    /// refused since the forwarder started, per cap.
+    pub fn refused_streams(&self) -> RefusedStreams {
+        self.inner.limits.refused()
+    }
+
     /// Closes the listeners matching `filter` and returns how many were closed. Closed
     /// listeners take no new connections or streams; the streams they started run on or are
     /// reset as `streams` says.
@@ -263,9 +269,29 @@ impl Inner {
         taken.len()
     }
 
-    /// A slot for one more bridged stream, or `None` over [`ForwardConfig::max_streams`].
-    fn permit(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().ok()
+    /// A slot for one more bridged stream of `listener` (from `remote_peer` if it came in
+    /// through a `listen` listener), or the cap that refuses it (counted, and warned about at
+    /// most once a second).
+    fn permit(
+        &self,
+        listener: &ListenerInfo,
+        remote_peer: Option<PeerId>,
+    ) -> Result<StreamPermit, ForwardError> {
+        let r = self.limits.try_acquire(listener.id, remote_peer);
+        if let Err(e) = &r
+            && self.limits.may_warn()
+        {
+            let refused = self.limits.refused();
+            match remote_peer {
+                Some(peer) => {
+                    tracing::warn!(listener = %listener.id, protocol = %listener.protocol, %peer, error = %e, ?refused, "stream refused")
+                }
+                None => {
+                    tracing::warn!(listener = %listener.id, protocol = %listener.protocol, error = %e, ?refused, "local connection refused")
+                }
+            }
+        }
+        r
     }
 
     /// Bridges and keeps the stream registered and its peer protected while it runs.
@@ -384,8 +410,8 @@ async fn accept_loop(
                 }
             }
         };
-        let Some(permit) = inner.permit() else {
-            tracing::warn!(listener = %info.id, %from, max_streams = inner.config.max_streams, "connection refused: stream limit reached");
+        let Ok(permit) = inner.permit(&info, None) else {
+            tracing::debug!(listener = %info.id, %from, "local connection reset: stream limit");
             conn.abort();
             continue;
         };
@@ -479,8 +505,8 @@ impl Handler {
         if inner.shutdown.is_cancelled() {
             return;
         }
-        let Some(permit) = inner.permit() else {
-            tracing::warn!(listener = %self.info.id, %peer, %protocol, max_streams = inner.config.max_streams, "stream refused: stream limit reached");
+        let Ok(permit) = inner.permit(&self.info, Some(peer)) else {
+            s.stream.reset();
             return;
         };
         // The bridge runs on the forwarder's own tasks, so that its shutdown joins it.

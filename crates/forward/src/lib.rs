@@ -61,12 +61,14 @@ mod config;
 mod endpoint;
 mod error;
 mod forwarder;
+mod limits;
 mod registry;
 
 pub use config::ForwardConfig;
 pub use endpoint::unix_multiaddr;
 pub use error::ForwardError;
 pub use forwarder::{ExistingStreams, Forwarder, ListenOptions};
+pub use limits::{RefusedStreams, StreamLimit};
 pub use registry::{
     Direction, ListenerFilter, ListenerId, ListenerInfo, ListenerRegistry, Origin, StreamId,
     StreamInfo, StreamRegistry,

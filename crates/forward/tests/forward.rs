@@ -747,3 +747,114 @@ async fn shutdown_resets_live_streams_and_refuses_new_work() {
     assert!(!nodes.b.check_proto_exists("/x/echo"));
     nodes.shutdown().await;
 }
+
+/// Writes `ping` and reads it back through an echo tunnel.
+async fn assert_echoes(c: &mut tokio::net::TcpStream) {
+    c.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    within(5, c.read_exact(&mut back)).await.unwrap();
+    assert_eq!(&back, b"ping");
+}
+
+/// A connection to `listener` that the forwarder refuses: reset before any byte (so soon, at
+/// times, that the reset is already there when `connect` returns).
+async fn assert_refused(listener: &p2pnet_forward::ListenerInfo) {
+    let addr = ("127.0.0.1", port_of(&listener.listen_addr));
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(mut c) => {
+            let (data, end) = within(5, read_all(&mut c)).await;
+            assert!(data.is_empty());
+            assert_eq!(end.unwrap_err().kind(), ErrorKind::ConnectionReset);
+        }
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset),
+    }
+}
+
+fn refused(f: &p2pnet_forward::Forwarder) -> (u64, u64, u64, u64) {
+    let r = f.refused_streams();
+    (r.total, r.remote, r.per_peer, r.per_listener)
+}
+
+/// One peer opens streams up to and past its cap through a `listen` tunnel and holds them; a
+/// second peer and local `forward` clients still get through; the streams over a cap are reset
+/// alone and counted by cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_at_its_stream_cap_locks_out_neither_other_peers_nor_local_clients() {
+    // On B: 4 streams per peer; peers share 7 - 2 = 5 streams; 2 are kept for local clients.
+    let cb = ForwardConfig {
+        max_streams: 7,
+        reserved_local_streams: 2,
+        max_streams_per_peer: 4,
+        ..Default::default()
+    };
+    let nodes = Nodes::with(ForwardConfig::default(), cb).await;
+    let echo = echo_service().await;
+    let tunnel = nodes.tunnel("/x/echo", echo.addr.clone()).await;
+
+    // A holds its 4 streams; its 5th and 6th are reset, and only they.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut c = connect(&tunnel).await;
+        assert_echoes(&mut c).await;
+        held.push(c);
+    }
+    for _ in 0..2 {
+        assert_refused(&tunnel).await;
+    }
+    assert_eq!(refused(&nodes.fb), (0, 0, 2, 0));
+    for c in &mut held {
+        assert_echoes(c).await;
+    }
+
+    // C, a second peer, gets the 5th remote stream; its next is over the peers' share.
+    let c = p2pnet_host::Host::new(generate_keypair(), Default::default()).unwrap();
+    let b_addr = nodes.b.listen_addrs().remove(0);
+    c.dial(p2pnet_host::with_p2p(&b_addr, nodes.b.peer_id()))
+        .await
+        .unwrap();
+    let fc = p2pnet_forward::Forwarder::new(c.clone(), ForwardConfig::default());
+    let tc = fc
+        .forward("/x/echo", LOOPBACK.parse().unwrap(), nodes.b.peer_id())
+        .await
+        .unwrap();
+    let mut c_held = connect(&tc).await;
+    assert_echoes(&mut c_held).await;
+    assert_refused(&tc).await;
+    assert_eq!(refused(&nodes.fb), (0, 1, 2, 0));
+
+    // Local clients of a `forward` on B take the 2 kept for them; then B is full.
+    nodes
+        .fa
+        .listen("/x/echo-a", echo.addr.clone(), ListenOptions::default())
+        .unwrap();
+    let tb = nodes
+        .fb
+        .forward("/x/echo-a", LOOPBACK.parse().unwrap(), nodes.a.peer_id())
+        .await
+        .unwrap();
+    let mut local_held = Vec::new();
+    for _ in 0..2 {
+        let mut l = connect(&tb).await;
+        assert_echoes(&mut l).await;
+        local_held.push(l);
+    }
+    assert_refused(&tb).await;
+    assert_eq!(refused(&nodes.fb), (1, 1, 2, 0));
+    assert_eq!(nodes.fb.list_streams().len(), 7);
+    assert!(nodes.fa.refused_streams() == Default::default());
+
+    // The caps count open streams: once A's are closed, A gets through again.
+    drop(held);
+    eventually("A's streams on B ended", || {
+        nodes.fb.list_streams().len() == 3
+    })
+    .await;
+    assert_echoes(&mut connect(&tunnel).await).await;
+
+    within(10, async {
+        fc.shutdown().await;
+        c.shutdown().await;
+    })
+    .await;
+    nodes.shutdown().await;
+}

@@ -63,7 +63,7 @@ pub struct NetConfig {
     pub dispatcher: DispatcherConfig,
     /// Message sessions (the chain id lives here).
     pub messaging: MessagingConfig,
-    /// Forwarding settings (`allow_custom_protocols`, timeouts, buffers).
+    /// Forwarding settings (`allow_custom_protocols`, timeouts, buffers, stream caps).
     pub forwarding: ForwardConfig,
     /// Tunnels `forward`ed at start: local listen address → peer and protocol.
     pub forward: Vec<ForwardTunnel>,
