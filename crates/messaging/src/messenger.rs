@@ -1,7 +1,7 @@
 //! [`Messenger`]: one message session per connected peer, and the send/broadcast/relay API.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +25,7 @@ use crate::queues::{PeerQueues, Priority, QueueRefusal};
 use crate::seen::{MessageId, SeenSet};
 use crate::session::{self, Role};
 use crate::sink::{InboundMessage, MessageSink};
+use crate::slots::SlotTable;
 
 /// The stream protocol of message sessions.
 pub const PROTOCOL: &str = "/p2pnet/msg/1.0.0";
@@ -77,7 +78,7 @@ pub(crate) struct Inner<S> {
     pub(crate) metrics: Metrics,
     pub(crate) cancel: CancellationToken,
     peers: RwLock<HashMap<PeerId, PeerSlot>>,
-    opening: Mutex<HashSet<PeerId>>,
+    pub(crate) slots: Arc<SlotTable>,
     events: broadcast::Sender<SessionEvent>,
     tracker: TaskTracker,
     started: AtomicBool,
@@ -158,9 +159,15 @@ impl<S: MessageSink> Inner<S> {
 
     /// Registers a handshaken session; at most one session per peer is active. On a conflict
     /// the stream opened by the smaller peer id wins (a later stream of the same opener replaces
-    /// the earlier one), so both ends keep the same stream.
-    pub(crate) fn register(&self, peer: PeerId, opener: PeerId, compression: bool) -> Registration {
-        let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
+    /// the earlier one, which its slot has already told to stop), so both ends keep the same
+    /// stream.
+    pub(crate) fn register(
+        &self,
+        peer: PeerId,
+        opener: PeerId,
+        compression: bool,
+        session_id: u64,
+    ) -> Registration {
         let stop = self.cancel.child_token();
         let mut peers = self.peers.write();
         let (state, replaced) = match peers.get(&peer) {
@@ -262,7 +269,7 @@ impl<S: MessageSink> Messenger<S> {
                 metrics: Metrics::default(),
                 cancel: CancellationToken::new(),
                 peers: RwLock::new(HashMap::new()),
-                opening: Mutex::new(HashSet::new()),
+                slots: Arc::new(SlotTable::default()),
                 events,
                 tracker: TaskTracker::new(),
                 started: AtomicBool::new(false),
@@ -293,9 +300,29 @@ impl<S: MessageSink> Messenger<S> {
                     s = inbound.recv() => match s { Some(s) => s, None => break },
                 };
                 let peer = s.peer;
-                inner
-                    .tracker
-                    .spawn(session::run(inner.clone(), s.stream, peer, Role::Inbound));
+                let id = inner.next_session.fetch_add(1, Ordering::Relaxed);
+                match inner.slots.claim(peer, Role::Inbound, id, &inner.cancel) {
+                    Some(slot) => {
+                        inner.tracker.spawn(session::run(
+                            inner.clone(),
+                            s.stream,
+                            peer,
+                            Role::Inbound,
+                            slot,
+                        ));
+                    }
+                    None => {
+                        inner
+                            .metrics
+                            .streams_refused
+                            .fetch_add(1, Ordering::Relaxed);
+                        debug!(
+                            %peer,
+                            "a message session with this peer is still handshaking: stream reset"
+                        );
+                        s.stream.reset();
+                    }
+                }
             }
         });
         let this = self.clone();
@@ -328,18 +355,24 @@ impl<S: MessageSink> Messenger<S> {
         if self.inner.cancel.is_cancelled() || self.inner.peers.read().contains_key(&peer) {
             return;
         }
-        if !self.inner.opening.lock().insert(peer) {
+        let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = self
+            .inner
+            .slots
+            .claim(peer, Role::Outbound, id, &self.inner.cancel)
+        else {
             return;
-        }
+        };
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move {
             let opened = tokio::select! {
-                _ = inner.cancel.cancelled() => None,
+                _ = slot.kill().cancelled() => None,
                 r = tokio::time::timeout(inner.config.handshake_timeout, inner.host.new_stream(peer, [PROTOCOL])) => Some(r),
             };
-            inner.opening.lock().remove(&peer);
             match opened {
-                Some(Ok(Ok(stream))) => session::run(inner, stream, peer, Role::Outbound).await,
+                Some(Ok(Ok(stream))) => {
+                    session::run(inner, stream, peer, Role::Outbound, slot).await
+                }
                 Some(Ok(Err(e))) => debug!(%peer, error = %e, "could not open a message stream"),
                 Some(Err(_)) => debug!(%peer, "opening a message stream timed out"),
                 None => {}
@@ -367,6 +400,13 @@ impl<S: MessageSink> Messenger<S> {
         let mut v: Vec<PeerId> = self.inner.peers.read().keys().copied().collect();
         v.sort();
         v
+    }
+
+    /// How many message streams with `peer` have a session task now: handshaking, live, or
+    /// closing (a tie-break loser or a replaced session, each with a short deadline). At most one
+    /// per direction holds its place; one that was just replaced may still be ending.
+    pub fn session_count(&self, peer: &PeerId) -> usize {
+        self.inner.slots.tasks(peer)
     }
 
     /// Whether a session with `peer` is established.

@@ -799,3 +799,175 @@ async fn simultaneous_dials_end_with_one_session_and_lose_nothing() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The resident set size of this process, in KiB (each nextest test runs in its own process).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Reads `stream` until the node ends it (end of stream or reset); returns whether a `_bye`
+/// came first. Fails the test when the node keeps it open for longer than `T`.
+async fn until_ended(stream: &mut Stream, chain: u32) -> bool {
+    let mut d = FrameCodec::new(chain);
+    let mut buf = BytesMut::new();
+    let mut bye = false;
+    tokio::time::timeout(T, async {
+        loop {
+            while let Ok(Some(f)) = d.decode(&mut buf) {
+                bye |= f.kind.as_str() == "_bye";
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the node kept a hostile stream open");
+    bye
+}
+
+/// One peer opens 200 message streams and starts a 16 MiB frame on each: as its handshake frame
+/// on even streams, after a good handshake on odd ones; then 50 more at once. The node keeps at
+/// most one stream per direction for it, refuses the oversized handshake frames from their
+/// header, replaces each live session by the next stream, ends every stream promptly, keeps its
+/// memory bounded, and a good peer's messages still flow both ways.
+#[tokio::test]
+async fn one_peer_with_200_streams_of_16_mib_frames_stays_bounded() {
+    const BIG: u32 = 16 * 1024 * 1024;
+    let mut m = Node::new(cfg(), 64).await;
+    let mut good = Node::new(cfg(), 64).await;
+    link(&m, &good).await;
+    let chain = m.m.config().chain_id;
+    let attacker = Host::new(generate_keypair(), HostConfig::default()).unwrap();
+    attacker.dial(m.addr.clone()).await.unwrap();
+    let aid = attacker.peer_id();
+    let codec = FrameCodec::new(chain);
+    let hello = Hello {
+        chain_id: chain,
+        protocol_version: ProtocolVersion::CURRENT,
+        compression: false,
+        client_version: "attacker".into(),
+        listen_addrs: vec![],
+    };
+    let mut hello_bytes = BytesMut::new();
+    codec.encode(&hello.to_frame(), &mut hello_bytes).unwrap();
+    let big_hello = raw_header(MAGIC, chain, 0, 1, &kind("_hello"), BIG, 0);
+    let big_msg = raw_header(MAGIC, chain, 0, 1, &kind("blob"), BIG, 0);
+    // Within one stream window: the writes never wait for the node to read.
+    let unread = vec![0x5au8; 200 * 1024];
+    // A live session reads this much of its 16 MiB frame.
+    let read = vec![0xa5u8; 512 * 1024];
+    let rss_before = rss_kib();
+
+    let mut old = Vec::new();
+    for i in 0..200 {
+        let mut s = attacker.new_stream(m.id(), [PROTOCOL]).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(&big_hello).await.unwrap();
+            let _ = s.write_all(&unread).await;
+            let _ = s.flush().await;
+            assert!(until_ended(&mut s, chain).await, "stream {i}: no bye");
+            let ev = m
+                .event(|e| matches!(e, SessionEvent::HandshakeFailed { peer, .. } if *peer == aid))
+                .await;
+            assert_eq!(
+                ev,
+                SessionEvent::HandshakeFailed {
+                    peer: aid,
+                    reason: HandshakeFailure::Decode(CodecError::TooLarge {
+                        size: BIG as u64,
+                        max: p2pnet_messaging::MAX_HANDSHAKE_FRAME,
+                    }),
+                }
+            );
+            let mm = m.m.clone();
+            eventually("the refused session ended", || mm.session_count(&aid) == 0).await;
+        } else {
+            s.write_all(&hello_bytes).await.unwrap();
+            s.flush().await.unwrap();
+            let mut d = codec.clone();
+            let mut buf = BytesMut::new();
+            let ok = tokio::time::timeout(T, async {
+                loop {
+                    if let Some(f) = d.decode(&mut buf).unwrap() {
+                        return f;
+                    }
+                    assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+                }
+            })
+            .await
+            .unwrap();
+            assert_eq!(ok.kind.as_str(), "_ok");
+            let mm = m.m.clone();
+            eventually("the session is live", || mm.has_session(&aid)).await;
+            s.write_all(&big_msg).await.unwrap();
+            s.write_all(&read).await.unwrap();
+            s.flush().await.unwrap();
+            old.push(s);
+        }
+        assert!(m.m.session_count(&aid) <= 2, "stream {i}");
+    }
+    // Every replaced live session was ended by the next stream, and its stream with it.
+    let last = old.pop().unwrap();
+    for (i, s) in old.iter_mut().enumerate() {
+        assert!(!until_ended(s, chain).await, "replaced stream {i}");
+    }
+    let mut both = vec![good.id(), aid];
+    both.sort();
+    assert_eq!(m.m.peers(), both);
+
+    // 50 streams at once, each announcing a 16 MiB handshake frame: each is refused from its
+    // header (bye) or reset unread because another one is still handshaking.
+    let burst: Vec<_> = (0..50)
+        .map(|_| {
+            let (h, id, hdr, unread) = (attacker.clone(), m.id(), big_hello, unread.clone());
+            tokio::spawn(async move {
+                let mut s = h.new_stream(id, [PROTOCOL]).await.unwrap();
+                let _ = s.write_all(&hdr).await;
+                let _ = s.write_all(&unread).await;
+                let _ = s.flush().await;
+                until_ended(&mut s, chain).await
+            })
+        })
+        .collect();
+    let mut byes = 0;
+    for t in burst {
+        byes += u64::from(t.await.unwrap());
+    }
+    drop(last);
+    let mm = m.m.clone();
+    eventually("no session left for the attacker", || {
+        mm.session_count(&aid) == 0
+    })
+    .await;
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(grown < 32 * 1024, "resident memory grew by {grown} KiB");
+
+    let metrics = m.m.metrics();
+    assert_eq!(metrics.decode_errors.get("too_large"), Some(&(100 + byes)));
+    assert_eq!(
+        metrics.handshake_failures.get("decode"),
+        Some(&(100 + byes))
+    );
+    assert_eq!(metrics.streams_refused, 50 - byes);
+    assert_eq!(metrics.sessions_closed.get("replaced"), Some(&100));
+    assert!(byes >= 1);
+
+    // The good peer is unaffected, both ways.
+    good.m
+        .send_to_peer(&m.id(), "ping", &b"p"[..], Priority::Normal)
+        .unwrap();
+    assert_eq!(m.recv().await.peer, good.id());
+    m.m.send_to_peer(&good.id(), "pong", &b"p"[..], Priority::Normal)
+        .unwrap();
+    assert_eq!(good.recv().await.kind.as_str(), "pong");
+    attacker.shutdown().await;
+    m.stop().await;
+    good.stop().await;
+}
