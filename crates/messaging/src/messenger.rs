@@ -4,12 +4,12 @@ use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use p2pnet_host::{Host, HostEvent, PeerId};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -47,7 +47,68 @@ pub struct SendReport {
 pub(crate) struct PeerState {
     pub(crate) queues: PeerQueues,
     pub(crate) seen: Mutex<SeenSet>,
+    /// Held by the one writer that drains the queues; a replacing writer waits for it.
+    pub(crate) writer: tokio::sync::Mutex<()>,
+    /// Sessions of this peer that are no longer live but still deliver what the peer sent on
+    /// them before it switched streams; the live session delivers only once they are done.
+    draining: AtomicUsize,
+    drained: Notify,
 }
+
+impl PeerState {
+    fn new(config: &MessagingConfig) -> Self {
+        Self {
+            queues: PeerQueues::new(
+                [config.queue_high, config.queue_normal, config.queue_low],
+                config.max_queued_bytes,
+            ),
+            seen: Mutex::new(SeenSet::new(config.seen_capacity)),
+            writer: tokio::sync::Mutex::new(()),
+            draining: AtomicUsize::new(0),
+            drained: Notify::new(),
+        }
+    }
+
+    /// Whether a replaced or losing session of this peer is still delivering.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire) > 0
+    }
+
+    /// Waits until no session of this peer is draining (each has a deadline).
+    pub(crate) async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_draining() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Counts one draining session of a peer while alive.
+#[derive(Debug)]
+pub(crate) struct DrainTicket(Arc<PeerState>);
+
+impl DrainTicket {
+    fn new(state: &Arc<PeerState>) -> Self {
+        state.draining.fetch_add(1, Ordering::AcqRel);
+        Self(state.clone())
+    }
+}
+
+impl Drop for DrainTicket {
+    fn drop(&mut self) {
+        if self.0.draining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+/// Where a replaced session receives its [`DrainTicket`].
+pub(crate) type Handoff = Arc<Mutex<Option<DrainTicket>>>;
 
 #[derive(Debug)]
 struct PeerSlot {
@@ -55,6 +116,7 @@ struct PeerSlot {
     session_id: u64,
     opener: PeerId,
     stop: CancellationToken,
+    handoff: Handoff,
     compression: bool,
 }
 
@@ -65,10 +127,16 @@ pub(crate) enum Registration {
         state: Arc<PeerState>,
         session_id: u64,
         stop: CancellationToken,
+        /// Receives a drain ticket when this session is replaced in turn (held, never read).
+        _handoff: Handoff,
         replaced: bool,
     },
     /// Another session wins the tie-break: this one only reads until the peer closes it.
-    Drain { state: Arc<PeerState> },
+    Drain {
+        state: Arc<PeerState>,
+        /// Counts this session as draining while it runs (held, never read).
+        _ticket: DrainTicket,
+    },
 }
 
 pub(crate) struct Inner<S> {
@@ -171,30 +239,22 @@ impl<S: MessageSink> Inner<S> {
         let stop = self.cancel.child_token();
         let mut peers = self.peers.write();
         let (state, replaced) = match peers.get(&peer) {
-            None => (
-                Arc::new(PeerState {
-                    queues: PeerQueues::new(
-                        [
-                            self.config.queue_high,
-                            self.config.queue_normal,
-                            self.config.queue_low,
-                        ],
-                        self.config.max_queued_bytes,
-                    ),
-                    seen: Mutex::new(SeenSet::new(self.config.seen_capacity)),
-                }),
-                false,
-            ),
+            None => (Arc::new(PeerState::new(&self.config)), false),
             Some(old) if old.opener == opener || opener < old.opener => {
+                // The old session drains what was sent on its stream before we deliver from the
+                // new one, and its writer stops before the new writer starts.
+                *old.handoff.lock() = Some(DrainTicket::new(&old.state));
                 old.stop.cancel();
                 (old.state.clone(), true)
             }
             Some(old) => {
                 return Registration::Drain {
                     state: old.state.clone(),
+                    _ticket: DrainTicket::new(&old.state),
                 };
             }
         };
+        let handoff = Handoff::default();
         peers.insert(
             peer,
             PeerSlot {
@@ -202,6 +262,7 @@ impl<S: MessageSink> Inner<S> {
                 session_id,
                 opener,
                 stop: stop.clone(),
+                handoff: handoff.clone(),
                 compression,
             },
         );
@@ -210,6 +271,7 @@ impl<S: MessageSink> Inner<S> {
             state,
             session_id,
             stop,
+            _handoff: handoff,
             replaced,
         }
     }

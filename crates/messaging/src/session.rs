@@ -172,6 +172,7 @@ pub(crate) async fn run<S: MessageSink>(
             session_id,
             stop,
             replaced,
+            ..
         } => {
             slot.set_phase(Phase::Live);
             if !replaced {
@@ -187,7 +188,7 @@ pub(crate) async fn run<S: MessageSink>(
             }
             (state.clone(), Some(*session_id), Some(stop.clone()))
         }
-        Registration::Drain { state } => {
+        Registration::Drain { state, .. } => {
             slot.set_phase(Phase::Closing);
             debug!(%peer, ?role, "duplicate message session: draining it");
             (state.clone(), None, None)
@@ -195,13 +196,13 @@ pub(crate) async fn run<S: MessageSink>(
     };
 
     let reason = {
-        let read = read_loop(&inner, peer, &state, &mut reader, &kill);
+        let read = read_loop(&inner, peer, &state, &mut reader, &kill, stop.as_ref());
         tokio::pin!(read);
-        let superseded = match stop {
+        let superseded = match &stop {
             Some(stop) => {
                 let write = async {
                     let mut wr = wr;
-                    let r = write_loop(&inner, &state, &mut wr, &stop, &kill).await;
+                    let r = write_loop(&inner, &state, &mut wr, stop, &kill).await;
                     (r, wr)
                 };
                 tokio::pin!(write);
@@ -238,6 +239,8 @@ pub(crate) async fn run<S: MessageSink>(
         .metrics
         .wire_bytes_in
         .fetch_add(reader.wire_in, std::sync::atomic::Ordering::Relaxed);
+    // Done delivering: the live session (if another one is) may go on.
+    drop(reg);
     if let CloseReason::Decode(e) = &reason {
         warn!(%peer, error = %e, "invalid frame from peer: session ended");
         inner.metrics.decode_error(e.label());
@@ -407,6 +410,7 @@ async fn read_loop<S: MessageSink>(
     state: &crate::messenger::PeerState,
     reader: &mut FrameReader,
     kill: &CancellationToken,
+    gate: Option<&CancellationToken>,
 ) -> CloseReason {
     let rate = inner.config.max_inbound_rate;
     let mut window = Instant::now();
@@ -480,6 +484,19 @@ async fn read_loop<S: MessageSink>(
             payload: frame.payload,
             id,
         };
+        // A live session delivers after the sessions it replaced have delivered what the peer
+        // sent on them (each within its deadline), so a switch of streams never reorders.
+        if let Some(stop) = gate
+            && !stop.is_cancelled()
+            && state.is_draining()
+        {
+            tokio::select! {
+                _ = inner.cancel.cancelled() => break CloseReason::Shutdown,
+                _ = kill.cancelled() => break killed(inner),
+                _ = stop.cancelled() => {}
+                _ = state.drained() => {}
+            }
+        }
         tokio::select! {
             _ = inner.cancel.cancelled() => break CloseReason::Shutdown,
             _ = kill.cancelled() => break killed(inner),
@@ -499,8 +516,21 @@ async fn write_loop<S: MessageSink>(
     kill: &CancellationToken,
 ) -> Option<CloseReason> {
     let max = inner.config.max_batch_bytes.max(1);
+    // Exactly one writer drains the peer's queues: a replacing writer starts once the writer it
+    // replaces has finished its batch and stopped.
+    let _owner = tokio::select! {
+        biased;
+        _ = inner.cancel.cancelled() => return Some(CloseReason::Shutdown),
+        _ = kill.cancelled() => return Some(killed(inner)),
+        _ = stop.cancelled() => return None,
+        owner = state.writer.lock() => owner,
+    };
     let mut out = BytesMut::with_capacity(max.min(1 << 20));
     loop {
+        if stop.is_cancelled() {
+            // Superseded: take nothing more from the queues; the new writer owns them.
+            return None;
+        }
         out.clear();
         if state.queues.drain_into(&mut out, max) == 0 {
             tokio::select! {
