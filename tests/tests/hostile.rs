@@ -81,8 +81,18 @@ async fn stream_and_garbage_floods_are_refused_and_memory_stays_bounded() {
             .unwrap();
         }
     }
-    assert!(refused > 2000, "only {refused} of 3000 streams refused");
-    assert!(node.host().metrics().refused_streams > 0);
+    // Every stream on the unserved protocol is refused by negotiation. A message stream is
+    // refused by the connection's stream limit, or reset by the messenger, which keeps at most
+    // one stream per peer and direction: the attacker's first one, still handshaking.
+    assert!(refused >= 1500, "only {refused} of 3000 streams refused");
+    let refused_or_reset = || u64::from(refused) + node.metrics().messaging.streams_refused;
+    for _ in 0..500 {
+        if refused_or_reset() >= 2999 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(refused_or_reset(), 2999, "{refused} refused by the host");
 
     // Garbage over raw TCP, 200 connections.
     let port = match node.listen_addrs()[0].iter().nth(1) {

@@ -184,13 +184,17 @@ impl FrameCodec {
 
     /// Call when the input ended: `Ok(())` if it ended between frames, else
     /// [`CodecError::Truncated`].
+    ///
+    /// `missing` is how many more bytes the frame in progress needed. It is `0` when `src`
+    /// still holds bytes that [`FrameCodec::decode`] could consume (call `decode` until it
+    /// returns `Ok(None)` first); any `src` is accepted, this never panics.
     pub fn decode_eof(&self, src: &BytesMut) -> Result<(), CodecError> {
-        let missing = match self.pending {
-            Some(h) => h.len - src.len(),
-            None if src.is_empty() => return Ok(()),
-            None => HEADER_LEN - src.len(),
-        };
-        Err(CodecError::Truncated { missing })
+        if self.pending.is_none() && src.is_empty() {
+            return Ok(());
+        }
+        Err(CodecError::Truncated {
+            missing: self.bytes_needed(src.len()),
+        })
     }
 
     /// How many more bytes the decoder needs before it can make progress, given `buffered` bytes.
@@ -425,6 +429,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn decode_eof_with_more_bytes_than_needed_never_underflows() {
+        let c = FrameCodec::new(7);
+        let good = c.encode_to_bytes(&frame("block", b"hello")).unwrap();
+        // No header parsed yet, but more than a header buffered.
+        let d = FrameCodec::new(7);
+        let buf = BytesMut::from(&good[..]);
+        assert_eq!(
+            d.decode_eof(&buf),
+            Err(CodecError::Truncated { missing: 0 })
+        );
+        // A header parsed, and more than its payload buffered (a caller that did not drain).
+        let mut d = FrameCodec::new(7);
+        let mut buf = BytesMut::from(&good[..HEADER_LEN + 2]);
+        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        assert_eq!(
+            d.decode_eof(&buf),
+            Err(CodecError::Truncated { missing: 3 })
+        );
+        buf.extend_from_slice(&[0u8; 64]);
+        assert_eq!(
+            d.decode_eof(&buf),
+            Err(CodecError::Truncated { missing: 0 })
+        );
+        // Between frames, nothing buffered: a clean end.
+        d.reset();
+        assert_eq!(d.decode_eof(&BytesMut::new()), Ok(()));
+    }
+
     fn arb_frame() -> impl Strategy<Value = Frame> {
         (
             "[!-~]{1,12}",
@@ -485,6 +518,28 @@ mod tests {
                     Ok(None) => { let _ = d.decode_eof(&buf); break; }
                     Err(_) => break,
                 }
+            }
+        }
+
+        #[test]
+        fn prop_decode_eof_never_panics(f in arb_frame(), cut in any::<prop::sample::Index>(), extra in prop::collection::vec(any::<u8>(), 0..256)) {
+            let bytes = FrameCodec::new(3).encode_to_bytes(&f).unwrap();
+            let cut = cut.index(bytes.len() + 1);
+            let mut d = FrameCodec::new(3);
+            let mut buf = BytesMut::from(&bytes[..cut]);
+            let decoded = d.decode(&mut buf).unwrap();
+            let needed = d.bytes_needed(buf.len());
+            // Whatever the caller appends without decoding, the answer is bounded, never a panic.
+            let clean = d.decode_eof(&buf);
+            prop_assert_eq!(clean.is_ok(), decoded.is_some() || cut == 0);
+            if decoded.is_none() && cut > 0 {
+                prop_assert_eq!(clean, Err(CodecError::Truncated { missing: needed }));
+            }
+            buf.extend_from_slice(&extra);
+            match d.decode_eof(&buf) {
+                Ok(()) => prop_assert!(buf.is_empty()),
+                Err(CodecError::Truncated { missing }) => prop_assert!(missing <= needed.max(HEADER_LEN)),
+                Err(e) => prop_assert!(false, "unexpected {:?}", e),
             }
         }
 

@@ -82,6 +82,8 @@ pub enum CloseReason {
     SinkClosed,
     /// The messenger shut down.
     Shutdown,
+    /// A newer stream from the peer in the same direction took this session's place.
+    Replaced,
 }
 
 impl CloseReason {
@@ -97,6 +99,7 @@ impl CloseReason {
             CloseReason::Io(_) => "io",
             CloseReason::SinkClosed => "sink_closed",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Replaced => "replaced",
         }
     }
 }

@@ -17,6 +17,11 @@ pub const KIND_OK: &str = "_ok";
 /// Kind of a refusal or a goodbye (payload: a [`Bye`]).
 pub const KIND_BYE: &str = "_bye";
 
+/// The largest payload of a handshake frame (`_hello`, `_ok`, or a `_bye` before the session is
+/// live). A longer one is refused from its frame header, before anything is allocated for it;
+/// [`Hello::encode`] leaves out listen addresses that would not fit.
+pub const MAX_HANDSHAKE_FRAME: usize = 4096;
+
 const MAX_ADDRS: usize = 32;
 const MAX_TEXT: usize = 255;
 
@@ -69,13 +74,19 @@ impl Hello {
         b.put_u8(self.protocol_version.minor);
         b.put_u8(u8::from(self.compression));
         put_text(&mut b, &self.client_version);
-        let addrs: Vec<Vec<u8>> = self
-            .listen_addrs
-            .iter()
-            .map(|a| a.to_vec())
-            .filter(|a| a.len() <= u16::MAX as usize)
-            .take(MAX_ADDRS)
-            .collect();
+        // The count byte, then as many addresses as fit in a handshake frame.
+        let mut size = b.len() + 1;
+        let mut addrs: Vec<Vec<u8>> = Vec::new();
+        for a in &self.listen_addrs {
+            let a = a.to_vec();
+            if addrs.len() == MAX_ADDRS {
+                break;
+            }
+            if size + 2 + a.len() <= MAX_HANDSHAKE_FRAME {
+                size += 2 + a.len();
+                addrs.push(a);
+            }
+        }
         b.put_u8(addrs.len() as u8);
         for a in addrs {
             b.put_u16(a.len() as u16);
@@ -275,6 +286,18 @@ mod tests {
         };
         assert_eq!(Bye::decode(&bye.encode()), Some(bye));
         assert_eq!(Bye::decode(&[9, 0]).unwrap().reason, ByeReason::Other(9));
+        // Long addresses: only those that fit a handshake frame are sent.
+        let long: Multiaddr = format!("/dns/{}.example/tcp/4001", "a".repeat(240))
+            .parse()
+            .unwrap();
+        let h = Hello {
+            listen_addrs: vec![long; 32],
+            ..h
+        };
+        let e = h.encode();
+        assert!(e.len() <= MAX_HANDSHAKE_FRAME, "{}", e.len());
+        let back = Hello::decode(&e).unwrap();
+        assert!((10..32).contains(&back.listen_addrs.len()));
         assert!(
             ProtocolVersion::CURRENT.is_compatible_with(&ProtocolVersion { major: 1, minor: 9 })
         );

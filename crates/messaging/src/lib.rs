@@ -6,7 +6,9 @@
 //!   the header before anything is allocated; typed [`CodecError`]s.
 //! - [`Messenger`] runs sessions on the stream protocol [`PROTOCOL`] over a
 //!   [`p2pnet_host::Host`]: a Hello/Ok/Bye handshake (chain id and protocol version compared),
-//!   exactly one session per peer, bounded High/Normal/Low queues per peer with
+//!   exactly one session per peer (and at most one stream per peer and direction: handshake
+//!   frames of at most [`MAX_HANDSHAKE_FRAME`] bytes, deadlines on every session that is not
+//!   live), bounded High/Normal/Low queues per peer with
 //!   [`MessagingError::Backpressure`], batched writes with a write timeout, and inbound messages
 //!   handed to a [`MessageSink`] with back-pressure (nothing is dropped).
 //!
@@ -71,6 +73,7 @@ mod queues;
 mod seen;
 mod session;
 mod sink;
+mod slots;
 
 pub use codec::{
     DEFAULT_MAX_MESSAGE_SIZE, FLAG_COMPRESSED, FRAME_VERSION, FrameCodec, HEADER_LEN, MAGIC,
@@ -80,7 +83,9 @@ pub use config::MessagingConfig;
 pub use error::{CodecError, MessagingError};
 pub use events::{CloseReason, HandshakeFailure, SessionEvent};
 pub use frame::{Frame, MAX_KIND_LEN, MessageKind};
-pub use handshake::{Bye, ByeReason, Hello, KIND_BYE, KIND_HELLO, KIND_OK, ProtocolVersion};
+pub use handshake::{
+    Bye, ByeReason, Hello, KIND_BYE, KIND_HELLO, KIND_OK, MAX_HANDSHAKE_FRAME, ProtocolVersion,
+};
 pub use messenger::{Messenger, PROTOCOL, SendReport};
 pub use metrics::{KindStats, MessagingMetrics};
 pub use queues::Priority;

@@ -1,15 +1,15 @@
 //! [`Messenger`]: one message session per connected peer, and the send/broadcast/relay API.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use p2pnet_host::{Host, HostEvent, PeerId};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -25,6 +25,7 @@ use crate::queues::{PeerQueues, Priority, QueueRefusal};
 use crate::seen::{MessageId, SeenSet};
 use crate::session::{self, Role};
 use crate::sink::{InboundMessage, MessageSink};
+use crate::slots::SlotTable;
 
 /// The stream protocol of message sessions.
 pub const PROTOCOL: &str = "/p2pnet/msg/1.0.0";
@@ -46,7 +47,68 @@ pub struct SendReport {
 pub(crate) struct PeerState {
     pub(crate) queues: PeerQueues,
     pub(crate) seen: Mutex<SeenSet>,
+    /// Held by the one writer that drains the queues; a replacing writer waits for it.
+    pub(crate) writer: tokio::sync::Mutex<()>,
+    /// Sessions of this peer that are no longer live but still deliver what the peer sent on
+    /// them before it switched streams; the live session delivers only once they are done.
+    draining: AtomicUsize,
+    drained: Notify,
 }
+
+impl PeerState {
+    fn new(config: &MessagingConfig) -> Self {
+        Self {
+            queues: PeerQueues::new(
+                [config.queue_high, config.queue_normal, config.queue_low],
+                config.max_queued_bytes,
+            ),
+            seen: Mutex::new(SeenSet::new(config.seen_capacity)),
+            writer: tokio::sync::Mutex::new(()),
+            draining: AtomicUsize::new(0),
+            drained: Notify::new(),
+        }
+    }
+
+    /// Whether a replaced or losing session of this peer is still delivering.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire) > 0
+    }
+
+    /// Waits until no session of this peer is draining (each has a deadline).
+    pub(crate) async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_draining() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Counts one draining session of a peer while alive.
+#[derive(Debug)]
+pub(crate) struct DrainTicket(Arc<PeerState>);
+
+impl DrainTicket {
+    fn new(state: &Arc<PeerState>) -> Self {
+        state.draining.fetch_add(1, Ordering::AcqRel);
+        Self(state.clone())
+    }
+}
+
+impl Drop for DrainTicket {
+    fn drop(&mut self) {
+        if self.0.draining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+/// Where a replaced session receives its [`DrainTicket`].
+pub(crate) type Handoff = Arc<Mutex<Option<DrainTicket>>>;
 
 #[derive(Debug)]
 struct PeerSlot {
@@ -54,6 +116,7 @@ struct PeerSlot {
     session_id: u64,
     opener: PeerId,
     stop: CancellationToken,
+    handoff: Handoff,
     compression: bool,
 }
 
@@ -64,10 +127,16 @@ pub(crate) enum Registration {
         state: Arc<PeerState>,
         session_id: u64,
         stop: CancellationToken,
+        /// Receives a drain ticket when this session is replaced in turn (held, never read).
+        _handoff: Handoff,
         replaced: bool,
     },
     /// Another session wins the tie-break: this one only reads until the peer closes it.
-    Drain { state: Arc<PeerState> },
+    Drain {
+        state: Arc<PeerState>,
+        /// Counts this session as draining while it runs (held, never read).
+        _ticket: DrainTicket,
+    },
 }
 
 pub(crate) struct Inner<S> {
@@ -77,7 +146,7 @@ pub(crate) struct Inner<S> {
     pub(crate) metrics: Metrics,
     pub(crate) cancel: CancellationToken,
     peers: RwLock<HashMap<PeerId, PeerSlot>>,
-    opening: Mutex<HashSet<PeerId>>,
+    pub(crate) slots: Arc<SlotTable>,
     events: broadcast::Sender<SessionEvent>,
     tracker: TaskTracker,
     started: AtomicBool,
@@ -158,36 +227,34 @@ impl<S: MessageSink> Inner<S> {
 
     /// Registers a handshaken session; at most one session per peer is active. On a conflict
     /// the stream opened by the smaller peer id wins (a later stream of the same opener replaces
-    /// the earlier one), so both ends keep the same stream.
-    pub(crate) fn register(&self, peer: PeerId, opener: PeerId, compression: bool) -> Registration {
-        let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
+    /// the earlier one, which its slot has already told to stop), so both ends keep the same
+    /// stream.
+    pub(crate) fn register(
+        &self,
+        peer: PeerId,
+        opener: PeerId,
+        compression: bool,
+        session_id: u64,
+    ) -> Registration {
         let stop = self.cancel.child_token();
         let mut peers = self.peers.write();
         let (state, replaced) = match peers.get(&peer) {
-            None => (
-                Arc::new(PeerState {
-                    queues: PeerQueues::new(
-                        [
-                            self.config.queue_high,
-                            self.config.queue_normal,
-                            self.config.queue_low,
-                        ],
-                        self.config.max_queued_bytes,
-                    ),
-                    seen: Mutex::new(SeenSet::new(self.config.seen_capacity)),
-                }),
-                false,
-            ),
+            None => (Arc::new(PeerState::new(&self.config)), false),
             Some(old) if old.opener == opener || opener < old.opener => {
+                // The old session drains what was sent on its stream before we deliver from the
+                // new one, and its writer stops before the new writer starts.
+                *old.handoff.lock() = Some(DrainTicket::new(&old.state));
                 old.stop.cancel();
                 (old.state.clone(), true)
             }
             Some(old) => {
                 return Registration::Drain {
                     state: old.state.clone(),
+                    _ticket: DrainTicket::new(&old.state),
                 };
             }
         };
+        let handoff = Handoff::default();
         peers.insert(
             peer,
             PeerSlot {
@@ -195,6 +262,7 @@ impl<S: MessageSink> Inner<S> {
                 session_id,
                 opener,
                 stop: stop.clone(),
+                handoff: handoff.clone(),
                 compression,
             },
         );
@@ -203,6 +271,7 @@ impl<S: MessageSink> Inner<S> {
             state,
             session_id,
             stop,
+            _handoff: handoff,
             replaced,
         }
     }
@@ -262,7 +331,7 @@ impl<S: MessageSink> Messenger<S> {
                 metrics: Metrics::default(),
                 cancel: CancellationToken::new(),
                 peers: RwLock::new(HashMap::new()),
-                opening: Mutex::new(HashSet::new()),
+                slots: Arc::new(SlotTable::default()),
                 events,
                 tracker: TaskTracker::new(),
                 started: AtomicBool::new(false),
@@ -293,9 +362,29 @@ impl<S: MessageSink> Messenger<S> {
                     s = inbound.recv() => match s { Some(s) => s, None => break },
                 };
                 let peer = s.peer;
-                inner
-                    .tracker
-                    .spawn(session::run(inner.clone(), s.stream, peer, Role::Inbound));
+                let id = inner.next_session.fetch_add(1, Ordering::Relaxed);
+                match inner.slots.claim(peer, Role::Inbound, id, &inner.cancel) {
+                    Some(slot) => {
+                        inner.tracker.spawn(session::run(
+                            inner.clone(),
+                            s.stream,
+                            peer,
+                            Role::Inbound,
+                            slot,
+                        ));
+                    }
+                    None => {
+                        inner
+                            .metrics
+                            .streams_refused
+                            .fetch_add(1, Ordering::Relaxed);
+                        debug!(
+                            %peer,
+                            "a message session with this peer is still handshaking: stream reset"
+                        );
+                        s.stream.reset();
+                    }
+                }
             }
         });
         let this = self.clone();
@@ -328,18 +417,24 @@ impl<S: MessageSink> Messenger<S> {
         if self.inner.cancel.is_cancelled() || self.inner.peers.read().contains_key(&peer) {
             return;
         }
-        if !self.inner.opening.lock().insert(peer) {
+        let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = self
+            .inner
+            .slots
+            .claim(peer, Role::Outbound, id, &self.inner.cancel)
+        else {
             return;
-        }
+        };
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move {
             let opened = tokio::select! {
-                _ = inner.cancel.cancelled() => None,
+                _ = slot.kill().cancelled() => None,
                 r = tokio::time::timeout(inner.config.handshake_timeout, inner.host.new_stream(peer, [PROTOCOL])) => Some(r),
             };
-            inner.opening.lock().remove(&peer);
             match opened {
-                Some(Ok(Ok(stream))) => session::run(inner, stream, peer, Role::Outbound).await,
+                Some(Ok(Ok(stream))) => {
+                    session::run(inner, stream, peer, Role::Outbound, slot).await
+                }
                 Some(Ok(Err(e))) => debug!(%peer, error = %e, "could not open a message stream"),
                 Some(Err(_)) => debug!(%peer, "opening a message stream timed out"),
                 None => {}
@@ -367,6 +462,13 @@ impl<S: MessageSink> Messenger<S> {
         let mut v: Vec<PeerId> = self.inner.peers.read().keys().copied().collect();
         v.sort();
         v
+    }
+
+    /// How many message streams with `peer` have a session task now: handshaking, live, or
+    /// closing (a tie-break loser or a replaced session, each with a short deadline). At most one
+    /// per direction holds its place; one that was just replaced may still be ending.
+    pub fn session_count(&self, peer: &PeerId) -> usize {
+        self.inner.slots.tasks(peer)
     }
 
     /// Whether a session with `peer` is established.

@@ -47,6 +47,9 @@ pub struct MessagingMetrics {
     pub decode_errors: BTreeMap<&'static str, u64>,
     /// Sessions closed by reason label.
     pub sessions_closed: BTreeMap<&'static str, u64>,
+    /// Inbound streams reset unread because the peer already had a session handshaking in that
+    /// direction.
+    pub streams_refused: u64,
     /// Queue depths per peer (High, Normal, Low).
     pub queue_depths: BTreeMap<PeerId, [usize; 3]>,
 }
@@ -58,6 +61,7 @@ pub(crate) struct Metrics {
     pub(crate) wire_bytes_in: AtomicU64,
     backpressure: [AtomicU64; 3],
     pub(crate) dropped_on_close: AtomicU64,
+    pub(crate) streams_refused: AtomicU64,
     labels: Mutex<Labels>,
 }
 
@@ -146,6 +150,7 @@ impl Metrics {
             handshake_failures: labels.handshake_failures.clone(),
             decode_errors: labels.decode_errors.clone(),
             sessions_closed: labels.sessions_closed.clone(),
+            streams_refused: self.streams_refused.load(Ordering::Relaxed),
             queue_depths,
         }
     }

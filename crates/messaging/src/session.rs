@@ -10,16 +10,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::codec::FrameCodec;
+use crate::codec::{FrameCodec, HEADER_LEN};
 use crate::error::CodecError;
 use crate::events::{CloseReason, HandshakeFailure, SessionEvent};
 use crate::frame::Frame;
-use crate::handshake::{Bye, ByeReason, Hello, KIND_BYE, KIND_HELLO, KIND_OK};
+use crate::handshake::{Bye, ByeReason, Hello, KIND_BYE, KIND_HELLO, KIND_OK, MAX_HANDSHAKE_FRAME};
 use crate::messenger::{Inner, Registration};
 use crate::sink::{InboundMessage, MessageSink};
+use crate::slots::{Phase, SlotGuard};
 
 /// How long we wait for a refused peer to read our bye and close before disconnecting it.
 const BYE_LINGER: Duration = Duration::from_secs(1);
+
+/// How long a session that is no longer live (it lost the tie-break or was replaced) may still
+/// read what the peer sent before it switched streams; then it is dropped.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Who opened the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +64,11 @@ impl FrameReader {
     }
 
     async fn fill(&mut self) -> Result<(), ReadError> {
-        self.buf.reserve(self.chunk);
+        // Never more room than one frame of the current bound (small during the handshake).
+        let room = self
+            .chunk
+            .min(self.codec.max_message_size().saturating_add(HEADER_LEN));
+        self.buf.reserve(room);
         let n = self
             .rd
             .read_buf(&mut self.buf)
@@ -76,6 +85,15 @@ impl FrameReader {
     }
 }
 
+/// Why a session whose `kill` token fired ends: shutdown, or a newer stream took its slot.
+fn killed<S>(inner: &Inner<S>) -> CloseReason {
+    if inner.cancel.is_cancelled() {
+        CloseReason::Shutdown
+    } else {
+        CloseReason::Replaced
+    }
+}
+
 async fn write_frame(
     codec: &FrameCodec,
     wr: &mut WriteHalf<Stream>,
@@ -89,35 +107,41 @@ async fn write_frame(
     wr.flush().await
 }
 
-/// Runs one session over `stream` until it ends.
+/// Runs one session over `stream` until it ends; `slot` is its claim on the peer's slot for
+/// this direction, given back when the task ends.
 pub(crate) async fn run<S: MessageSink>(
     inner: Arc<Inner<S>>,
     stream: Stream,
     peer: PeerId,
     role: Role,
+    slot: SlotGuard,
 ) {
     let cfg = &inner.config;
     let codec = FrameCodec::new(cfg.chain_id)
         .with_max_message_size(cfg.max_message_size)
         .with_compression(None);
     let (rd, mut wr) = tokio::io::split(stream);
+    // Until the session is live only small handshake frames are read.
     let mut reader = FrameReader {
         rd,
         buf: BytesMut::new(),
-        codec: codec.clone(),
+        codec: codec.clone().with_max_message_size(MAX_HANDSHAKE_FRAME),
         chunk: cfg.read_chunk.max(1024),
         wire_in: 0,
     };
+    let kill = slot.kill().clone();
     let hs = tokio::select! {
-        _ = inner.cancel.cancelled() => return,
+        _ = kill.cancelled() => return,
         r = tokio::time::timeout(cfg.handshake_timeout, handshake(&inner, &codec, &mut reader, &mut wr, role)) => r,
     };
     let hello = match hs {
         Ok(Ok(h)) => h,
         Ok(Err(failure)) => {
-            return handshake_failed(&inner, peer, &codec, reader, wr, failure, false).await;
+            slot.set_phase(Phase::Closing);
+            return handshake_failed(&inner, peer, &codec, reader, wr, failure, &kill).await;
         }
         Err(_) => {
+            slot.set_phase(Phase::Closing);
             return handshake_failed(
                 &inner,
                 peer,
@@ -125,11 +149,13 @@ pub(crate) async fn run<S: MessageSink>(
                 reader,
                 wr,
                 HandshakeFailure::Timeout,
-                true,
+                &kill,
             )
             .await;
         }
     };
+    // The decoder is between frames here: the full bound applies from the next header on.
+    reader.codec = codec.clone();
     inner.metrics.wire_bytes_in.fetch_add(
         std::mem::take(&mut reader.wire_in),
         std::sync::atomic::Ordering::Relaxed,
@@ -139,14 +165,16 @@ pub(crate) async fn run<S: MessageSink>(
         Role::Inbound => peer,
     };
     let compression = cfg.compression && hello.compression;
-    let reg = inner.register(peer, opener, compression);
+    let reg = inner.register(peer, opener, compression, slot.id());
     let (state, session_id, stop) = match &reg {
         Registration::Active {
             state,
             session_id,
             stop,
             replaced,
+            ..
         } => {
+            slot.set_phase(Phase::Live);
             if !replaced {
                 debug!(%peer, ?role, client = %hello.client_version, "message session opened");
                 inner.emit(SessionEvent::Opened {
@@ -160,38 +188,50 @@ pub(crate) async fn run<S: MessageSink>(
             }
             (state.clone(), Some(*session_id), Some(stop.clone()))
         }
-        Registration::Drain { state } => {
+        Registration::Drain { state, .. } => {
+            slot.set_phase(Phase::Closing);
             debug!(%peer, ?role, "duplicate message session: draining it");
             (state.clone(), None, None)
         }
     };
 
     let reason = {
-        let read = read_loop(&inner, peer, &state, &mut reader);
+        let read = read_loop(&inner, peer, &state, &mut reader, &kill, stop.as_ref());
         tokio::pin!(read);
-        match stop {
+        let superseded = match &stop {
             Some(stop) => {
                 let write = async {
                     let mut wr = wr;
-                    let r = write_loop(&inner, &state, &mut wr, &stop).await;
+                    let r = write_loop(&inner, &state, &mut wr, stop, &kill).await;
                     (r, wr)
                 };
                 tokio::pin!(write);
                 tokio::select! {
-                    r = &mut read => r,
-                    (w, mut wr) = &mut write => match w {
-                        None => {
-                            // Superseded: stop writing, read what the peer still sends.
-                            let _ = tokio::time::timeout(cfg.write_timeout, wr.shutdown()).await;
-                            read.await
-                        }
-                        Some(r) => r,
+                    r = &mut read => Err(r),
+                    (w, wr) = &mut write => match w {
+                        // Superseded: stop writing, read what the peer still sends.
+                        None => Ok(wr),
+                        Some(r) => Err(r),
                     },
                 }
             }
-            None => {
-                let _ = tokio::time::timeout(cfg.write_timeout, wr.shutdown()).await;
-                read.await
+            None => Ok(wr),
+        };
+        match superseded {
+            Err(r) => r,
+            Ok(mut wr) => {
+                slot.set_phase(Phase::Closing);
+                let closing = async {
+                    let _ = wr.shutdown().await;
+                    read.await
+                };
+                match tokio::time::timeout(CLOSE_DEADLINE, closing).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        debug!(%peer, ?role, "closing message session: deadline passed, dropped");
+                        CloseReason::Replaced
+                    }
+                }
             }
         }
     };
@@ -199,6 +239,8 @@ pub(crate) async fn run<S: MessageSink>(
         .metrics
         .wire_bytes_in
         .fetch_add(reader.wire_in, std::sync::atomic::Ordering::Relaxed);
+    // Done delivering: the live session (if another one is) may go on.
+    drop(reg);
     if let CloseReason::Decode(e) = &reason {
         warn!(%peer, error = %e, "invalid frame from peer: session ended");
         inner.metrics.decode_error(e.label());
@@ -217,6 +259,7 @@ pub(crate) async fn run<S: MessageSink>(
         inner.metrics.session_closed(reason.label());
         inner.emit(SessionEvent::Closed { peer, reason });
     }
+    drop(slot);
 }
 
 async fn handshake<S: MessageSink>(
@@ -294,7 +337,7 @@ async fn handshake_failed<S: MessageSink>(
     mut reader: FrameReader,
     mut wr: WriteHalf<Stream>,
     failure: HandshakeFailure,
-    timed_out: bool,
+    kill: &CancellationToken,
 ) {
     let (bye, disconnect) = match &failure {
         HandshakeFailure::WrongChainId { ours, theirs } => (
@@ -325,7 +368,7 @@ async fn handshake_failed<S: MessageSink>(
             }),
             false,
         ),
-        HandshakeFailure::Timeout if timed_out => (
+        HandshakeFailure::Timeout => (
             Some(Bye {
                 reason: ByeReason::Timeout,
                 message: "handshake timed out".into(),
@@ -352,7 +395,7 @@ async fn handshake_failed<S: MessageSink>(
             Ok::<(), std::io::Error>(())
         };
         tokio::select! {
-            _ = inner.cancel.cancelled() => {}
+            _ = kill.cancelled() => {}
             _ = tokio::time::timeout(BYE_LINGER, linger) => {}
         }
     }
@@ -366,6 +409,8 @@ async fn read_loop<S: MessageSink>(
     peer: PeerId,
     state: &crate::messenger::PeerState,
     reader: &mut FrameReader,
+    kill: &CancellationToken,
+    gate: Option<&CancellationToken>,
 ) -> CloseReason {
     let rate = inner.config.max_inbound_rate;
     let mut window = Instant::now();
@@ -382,6 +427,7 @@ async fn read_loop<S: MessageSink>(
                 );
                 tokio::select! {
                     _ = inner.cancel.cancelled() => break CloseReason::Shutdown,
+                    _ = kill.cancelled() => break killed(inner),
                     r = reader.next() => r,
                 }
             }
@@ -438,8 +484,22 @@ async fn read_loop<S: MessageSink>(
             payload: frame.payload,
             id,
         };
+        // A live session delivers after the sessions it replaced have delivered what the peer
+        // sent on them (each within its deadline), so a switch of streams never reorders.
+        if let Some(stop) = gate
+            && !stop.is_cancelled()
+            && state.is_draining()
+        {
+            tokio::select! {
+                _ = inner.cancel.cancelled() => break CloseReason::Shutdown,
+                _ = kill.cancelled() => break killed(inner),
+                _ = stop.cancelled() => {}
+                _ = state.drained() => {}
+            }
+        }
         tokio::select! {
             _ = inner.cancel.cancelled() => break CloseReason::Shutdown,
+            _ = kill.cancelled() => break killed(inner),
             r = inner.sink.deliver(msg) => if r.is_err() { break CloseReason::SinkClosed },
         }
     };
@@ -453,15 +513,30 @@ async fn write_loop<S: MessageSink>(
     state: &crate::messenger::PeerState,
     wr: &mut WriteHalf<Stream>,
     stop: &CancellationToken,
+    kill: &CancellationToken,
 ) -> Option<CloseReason> {
     let max = inner.config.max_batch_bytes.max(1);
+    // Exactly one writer drains the peer's queues: a replacing writer starts once the writer it
+    // replaces has finished its batch and stopped.
+    let _owner = tokio::select! {
+        biased;
+        _ = inner.cancel.cancelled() => return Some(CloseReason::Shutdown),
+        _ = kill.cancelled() => return Some(killed(inner)),
+        _ = stop.cancelled() => return None,
+        owner = state.writer.lock() => owner,
+    };
     let mut out = BytesMut::with_capacity(max.min(1 << 20));
     loop {
+        if stop.is_cancelled() {
+            // Superseded: take nothing more from the queues; the new writer owns them.
+            return None;
+        }
         out.clear();
         if state.queues.drain_into(&mut out, max) == 0 {
             tokio::select! {
                 biased;
                 _ = inner.cancel.cancelled() => return Some(CloseReason::Shutdown),
+                _ = kill.cancelled() => return Some(killed(inner)),
                 _ = stop.cancelled() => return None,
                 _ = state.queues.wait() => continue,
             }
@@ -472,6 +547,7 @@ async fn write_loop<S: MessageSink>(
         };
         tokio::select! {
             _ = inner.cancel.cancelled() => return Some(CloseReason::Shutdown),
+            _ = kill.cancelled() => return Some(killed(inner)),
             r = tokio::time::timeout(inner.config.write_timeout, write) => match r {
                 Err(_) => return Some(CloseReason::WriteTimeout),
                 Ok(Err(e)) => return Some(CloseReason::Io(e.to_string())),

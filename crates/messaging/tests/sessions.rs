@@ -799,3 +799,366 @@ async fn simultaneous_dials_end_with_one_session_and_lose_nothing() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The resident set size of this process, in KiB (each nextest test runs in its own process).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Reads `stream` until the node ends it (end of stream or reset); returns whether a `_bye`
+/// came first. Fails the test when the node keeps it open for longer than `T`.
+async fn until_ended(stream: &mut Stream, chain: u32) -> bool {
+    let mut d = FrameCodec::new(chain);
+    let mut buf = BytesMut::new();
+    let mut bye = false;
+    tokio::time::timeout(T, async {
+        loop {
+            while let Ok(Some(f)) = d.decode(&mut buf) {
+                bye |= f.kind.as_str() == "_bye";
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the node kept a hostile stream open");
+    bye
+}
+
+/// One peer opens 200 message streams and starts a 16 MiB frame on each: as its handshake frame
+/// on even streams, after a good handshake on odd ones; then 50 more at once. The node keeps at
+/// most one stream per direction for it, refuses the oversized handshake frames from their
+/// header, replaces each live session by the next stream, ends every stream promptly, keeps its
+/// memory bounded, and a good peer's messages still flow both ways.
+#[tokio::test]
+async fn one_peer_with_200_streams_of_16_mib_frames_stays_bounded() {
+    const BIG: u32 = 16 * 1024 * 1024;
+    let mut m = Node::new(cfg(), 64).await;
+    let mut good = Node::new(cfg(), 64).await;
+    link(&m, &good).await;
+    let chain = m.m.config().chain_id;
+    let attacker = Host::new(generate_keypair(), HostConfig::default()).unwrap();
+    attacker.dial(m.addr.clone()).await.unwrap();
+    let aid = attacker.peer_id();
+    let codec = FrameCodec::new(chain);
+    let hello = Hello {
+        chain_id: chain,
+        protocol_version: ProtocolVersion::CURRENT,
+        compression: false,
+        client_version: "attacker".into(),
+        listen_addrs: vec![],
+    };
+    let mut hello_bytes = BytesMut::new();
+    codec.encode(&hello.to_frame(), &mut hello_bytes).unwrap();
+    let big_hello = raw_header(MAGIC, chain, 0, 1, &kind("_hello"), BIG, 0);
+    let big_msg = raw_header(MAGIC, chain, 0, 1, &kind("blob"), BIG, 0);
+    // Within one stream window: the writes never wait for the node to read.
+    let unread = vec![0x5au8; 200 * 1024];
+    // A live session reads this much of its 16 MiB frame.
+    let read = vec![0xa5u8; 512 * 1024];
+    let rss_before = rss_kib();
+
+    let mut old = Vec::new();
+    for i in 0..200 {
+        let mut s = attacker.new_stream(m.id(), [PROTOCOL]).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(&big_hello).await.unwrap();
+            let _ = s.write_all(&unread).await;
+            let _ = s.flush().await;
+            assert!(until_ended(&mut s, chain).await, "stream {i}: no bye");
+            let ev = m
+                .event(|e| matches!(e, SessionEvent::HandshakeFailed { peer, .. } if *peer == aid))
+                .await;
+            assert_eq!(
+                ev,
+                SessionEvent::HandshakeFailed {
+                    peer: aid,
+                    reason: HandshakeFailure::Decode(CodecError::TooLarge {
+                        size: BIG as u64,
+                        max: p2pnet_messaging::MAX_HANDSHAKE_FRAME,
+                    }),
+                }
+            );
+            let mm = m.m.clone();
+            eventually("the refused session ended", || mm.session_count(&aid) == 0).await;
+        } else {
+            s.write_all(&hello_bytes).await.unwrap();
+            s.flush().await.unwrap();
+            let mut d = codec.clone();
+            let mut buf = BytesMut::new();
+            let ok = tokio::time::timeout(T, async {
+                loop {
+                    if let Some(f) = d.decode(&mut buf).unwrap() {
+                        return f;
+                    }
+                    assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+                }
+            })
+            .await
+            .unwrap();
+            assert_eq!(ok.kind.as_str(), "_ok");
+            let mm = m.m.clone();
+            eventually("the session is live", || mm.has_session(&aid)).await;
+            s.write_all(&big_msg).await.unwrap();
+            s.write_all(&read).await.unwrap();
+            s.flush().await.unwrap();
+            old.push(s);
+        }
+        assert!(m.m.session_count(&aid) <= 2, "stream {i}");
+    }
+    // Every replaced live session was ended by the next stream, and its stream with it.
+    let last = old.pop().unwrap();
+    for (i, s) in old.iter_mut().enumerate() {
+        assert!(!until_ended(s, chain).await, "replaced stream {i}");
+    }
+    let mut both = vec![good.id(), aid];
+    both.sort();
+    assert_eq!(m.m.peers(), both);
+
+    // 50 streams at once, each announcing a 16 MiB handshake frame: each is refused from its
+    // header (bye) or reset unread because another one is still handshaking.
+    let burst: Vec<_> = (0..50)
+        .map(|_| {
+            let (h, id, hdr, unread) = (attacker.clone(), m.id(), big_hello, unread.clone());
+            tokio::spawn(async move {
+                let mut s = h.new_stream(id, [PROTOCOL]).await.unwrap();
+                let _ = s.write_all(&hdr).await;
+                let _ = s.write_all(&unread).await;
+                let _ = s.flush().await;
+                until_ended(&mut s, chain).await
+            })
+        })
+        .collect();
+    let mut byes = 0;
+    for t in burst {
+        byes += u64::from(t.await.unwrap());
+    }
+    drop(last);
+    let mm = m.m.clone();
+    eventually("no session left for the attacker", || {
+        mm.session_count(&aid) == 0
+    })
+    .await;
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(grown < 32 * 1024, "resident memory grew by {grown} KiB");
+
+    let metrics = m.m.metrics();
+    assert_eq!(metrics.decode_errors.get("too_large"), Some(&(100 + byes)));
+    assert_eq!(
+        metrics.handshake_failures.get("decode"),
+        Some(&(100 + byes))
+    );
+    assert_eq!(metrics.streams_refused, 50 - byes);
+    assert_eq!(metrics.sessions_closed.get("replaced"), Some(&100));
+    assert!(byes >= 1);
+
+    // The good peer is unaffected, both ways.
+    good.m
+        .send_to_peer(&m.id(), "ping", &b"p"[..], Priority::Normal)
+        .unwrap();
+    assert_eq!(m.recv().await.peer, good.id());
+    m.m.send_to_peer(&good.id(), "pong", &b"p"[..], Priority::Normal)
+        .unwrap();
+    assert_eq!(good.recv().await.kind.as_str(), "pong");
+    attacker.shutdown().await;
+    m.stop().await;
+    good.stop().await;
+}
+
+/// Reads frames from one half of a raw stream.
+struct FramesIn<R> {
+    rd: R,
+    buf: BytesMut,
+    codec: FrameCodec,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> FramesIn<R> {
+    /// The next frame, `None` at the end of the stream (or a reset).
+    async fn next(&mut self) -> Option<Frame> {
+        tokio::time::timeout(T, async {
+            loop {
+                if let Some(f) = self.codec.decode(&mut self.buf).unwrap() {
+                    return Some(f);
+                }
+                match self.rd.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("timed out reading a frame")
+    }
+}
+
+fn seq_of(payload: &[u8]) -> u32 {
+    u32::from_be_bytes(payload[..4].try_into().unwrap())
+}
+
+fn seq_frames(codec: &FrameCodec, range: std::ops::Range<u32>) -> BytesMut {
+    let mut b = BytesMut::new();
+    for i in range {
+        codec
+            .encode(&Frame::new("up", i.to_be_bytes().to_vec()).unwrap(), &mut b)
+            .unwrap();
+    }
+    b
+}
+
+/// The live session is replaced by the tie-break winner while both directions are loaded. The
+/// replaced writer stops before the new one starts: every message from the node arrives once
+/// and in order, the old stream's part first, then the new stream's. The node delivers what the
+/// peer sent on the old stream before what it sent on the new one. Exactly one session is live.
+#[tokio::test]
+async fn replacement_under_load_neither_reorders_nor_duplicates() {
+    const M: u32 = 20_000; // node → peer
+    const H: u32 = 3_000; // peer → node, on each stream
+    let mut n = Node::new(cfg(), 16).await;
+    let chain = n.m.config().chain_id;
+    // The peer's id is the larger one: the node's stream wins the tie-break.
+    let key = (0..64)
+        .map(|_| generate_keypair())
+        .find(|k| k.public().to_peer_id() > n.id())
+        .unwrap();
+    let peer = Host::new(key, HostConfig::default()).unwrap();
+    let pid = peer.peer_id();
+    let mut incoming = peer.accept_streams(PROTOCOL, 4).unwrap();
+    peer.dial(n.addr.clone()).await.unwrap();
+    // The node's stream (the winner) is left unanswered for now.
+    let s2 = tokio::time::timeout(T, incoming.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .stream;
+    // The peer's own stream is handshaken first: it is the live session.
+    let s1 = peer.new_stream(n.id(), [PROTOCOL]).await.unwrap();
+    let codec = FrameCodec::new(chain);
+    let (rd1, mut wr1) = tokio::io::split(s1);
+    let (rd2, mut wr2) = tokio::io::split(s2);
+    let mut in1 = FramesIn {
+        rd: rd1,
+        buf: BytesMut::new(),
+        codec: codec.clone(),
+    };
+    let mut in2 = FramesIn {
+        rd: rd2,
+        buf: BytesMut::new(),
+        codec: codec.clone(),
+    };
+    let hello = Hello {
+        chain_id: chain,
+        protocol_version: ProtocolVersion::CURRENT,
+        compression: false,
+        client_version: "raw".into(),
+        listen_addrs: vec![],
+    };
+    let mut b = BytesMut::new();
+    codec.encode(&hello.to_frame(), &mut b).unwrap();
+    wr1.write_all(&b).await.unwrap();
+    assert_eq!(in1.next().await.unwrap().kind.as_str(), "_ok");
+    let m = n.m.clone();
+    eventually("the peer's stream is live", || m.has_session(&pid)).await;
+
+    // Load from the node: M messages as fast as the queue takes them.
+    let producer = tokio::spawn(async move {
+        let filler = [0u8; 200];
+        for i in 0..M {
+            let mut p = i.to_be_bytes().to_vec();
+            p.extend_from_slice(&filler);
+            loop {
+                match m.send_to_peer(&pid, "seq", p.clone(), Priority::Normal) {
+                    Ok(()) => break,
+                    Err(MessagingError::Backpressure { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(1)).await
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    });
+    // Load from the peer on its stream; the node's sink (16 slots) is not read yet.
+    wr1.write_all(&seq_frames(&codec, 0..H)).await.unwrap();
+    let mut got = Vec::with_capacity(M as usize);
+    while got.len() < 2_000 {
+        let f = in1.next().await.unwrap();
+        got.push(seq_of(&f.payload));
+    }
+    assert!(!producer.is_finished(), "no load left at the replacement");
+
+    // Now answer the node's stream: it wins and replaces the live one, mid-load.
+    let theirs = in2.next().await.unwrap();
+    assert_eq!(theirs.kind.as_str(), "_hello");
+    let mut b = BytesMut::new();
+    codec.encode(&hello.to_ok_frame(), &mut b).unwrap();
+    wr2.write_all(&b).await.unwrap();
+    // The peer switches too: the rest of its messages on the new stream, then it closes the old.
+    wr2.write_all(&seq_frames(&codec, H..2 * H)).await.unwrap();
+    wr1.shutdown().await.unwrap();
+
+    let mut rx = std::mem::replace(&mut n.rx, mpsc::channel(1).1);
+    let delivered = tokio::spawn(async move {
+        let mut v = Vec::with_capacity(2 * H as usize);
+        for _ in 0..2 * H {
+            let msg = tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap();
+            v.push(seq_of(&msg.payload));
+        }
+        (v, rx)
+    });
+    // The old stream ends (the replaced writer stopped), and the new one carries the rest.
+    while let Some(f) = in1.next().await {
+        got.push(seq_of(&f.payload));
+    }
+    let on_old = got.len();
+    while got.len() < M as usize {
+        let f = in2.next().await.unwrap();
+        got.push(seq_of(&f.payload));
+    }
+    producer.await.unwrap();
+    assert!(on_old < M as usize, "the new stream carried nothing");
+    assert!(
+        got.iter().copied().eq(0..M),
+        "node → peer reordered or duplicated around message {on_old}: {:?}",
+        got.iter().enumerate().find(|(i, s)| **s != *i as u32)
+    );
+    let (inbound, rx) = delivered.await.unwrap();
+    assert!(
+        inbound.iter().copied().eq(0..2 * H),
+        "peer → node reordered or duplicated: {:?}",
+        inbound.iter().enumerate().find(|(i, s)| **s != *i as u32)
+    );
+    n.rx = rx;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), in2.next())
+            .await
+            .is_err(),
+        "a message arrived twice"
+    );
+
+    // One session, the node's stream; the replaced one ended without a Closed event.
+    assert_eq!(n.m.peers(), vec![pid]);
+    assert_eq!(n.m.metrics().sessions_open, 1);
+    let m = n.m.clone();
+    eventually("the replaced session ended", || m.session_count(&pid) == 1).await;
+    let mut opened = 0;
+    while let Ok(ev) = n.events.try_recv() {
+        match ev {
+            SessionEvent::Opened { peer, .. } if peer == pid => opened += 1,
+            SessionEvent::Closed { peer, reason } if peer == pid => panic!("closed: {reason:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(opened, 1);
+    n.m.send_to_peer(&pid, "after", &b"x"[..], Priority::High)
+        .unwrap();
+    assert_eq!(in2.next().await.unwrap().kind.as_str(), "after");
+    drop((wr2, in2));
+    peer.shutdown().await;
+    n.stop().await;
+}
