@@ -1,27 +1,31 @@
-//! Connections: their ids and the task that owns each connection's muxer.
+//! Connections: their ids and the task that drives each connection's yamux.
 //!
-//! One task per connection owns the muxer (it is not `Sync` and must be polled all the
-//! time or every substream on it stalls). It answers open-stream requests that arrive over a
-//! bounded channel, hands inbound substreams to the host for negotiation on tasks of their own,
-//! closes the connection when it has been idle too long, and never waits on application code.
+//! One task per connection owns the socket (the noise session) and drives the connection's
+//! [`p2pnet_yamux::Connection`]: it reads, feeds the state machine, sends what it produces and
+//! wakes the streams its events name. It answers open-stream requests that arrive over a bounded
+//! channel, hands inbound streams to the host for negotiation on tasks of their own, closes the
+//! connection when it has been idle too long, and never waits on application code.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt as _;
-use libp2p_core::muxing::StreamMuxerExt;
+use bytes::BytesMut;
+use futures::{AsyncRead, AsyncWrite};
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
+use p2pnet_yamux::OpenError;
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::HostError;
 use crate::host::HostInner;
-use crate::muxer::Muxer;
+use crate::muxer::{ConnectionIo, Dispatched, MuxStream, Shared};
+use crate::{HostError, LimitKind};
 
 /// Identifies one connection for the lifetime of the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,18 +46,25 @@ pub enum Direction {
     Outbound,
 }
 
-/// A request to open an outbound substream on a connection.
-pub(crate) type OpenRequest = oneshot::Sender<Result<yamux::Stream, HostError>>;
+/// A request to open an outbound stream on a connection.
+pub(crate) type OpenRequest = oneshot::Sender<Result<MuxStream, HostError>>;
 
-/// Requests waiting for yamux to hand out a substream, per connection.
+/// Requests waiting for the muxer to hand out a stream (the ACK backlog), per connection.
 const MAX_PENDING_OPENS: usize = 64;
 /// Capacity of each connection's request channel.
 pub(crate) const OPEN_CHANNEL_CAPACITY: usize = 64;
-/// How long a closing connection may take to say goodbye before it is dropped.
+/// How long a closing connection may take to send what is left and its GoAway.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// The read buffer grows in blocks of this size; frames are parsed in place and data is handed
+/// to streams as slices of it.
+const READ_BLOCK: usize = 128 * 1024;
+/// A read is attempted only with at least this much room (noise hands out up to 65,519 bytes).
+const MIN_READ: usize = 64 * 1024;
+/// Reads and writes per wake-up before the task yields to others.
+const BUDGET: usize = 32;
 
 /// What the host keeps about a live connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ConnectionHandle {
     pub(crate) id: ConnectionId,
     pub(crate) peer: PeerId,
@@ -61,41 +72,144 @@ pub(crate) struct ConnectionHandle {
     pub(crate) remote_addr: Multiaddr,
     pub(crate) opener: mpsc::Sender<OpenRequest>,
     pub(crate) close: CancellationToken,
-    pub(crate) inbound_streams: Arc<AtomicUsize>,
-    pub(crate) outbound_streams: Arc<AtomicUsize>,
-    /// Set when the connection has ended: streams on it then report a reset instead of EOF.
-    pub(crate) ended: Arc<AtomicBool>,
+    pub(crate) shared: Arc<Mutex<Shared>>,
+}
+
+impl std::fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionHandle")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("direction", &self.direction)
+            .field("remote_addr", &self.remote_addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectionHandle {
-    /// Asks the connection task for a new outbound substream.
-    pub(crate) async fn open_substream(&self) -> Result<yamux::Stream, HostError> {
+    /// Asks the connection task for a new outbound stream.
+    pub(crate) async fn open_substream(&self) -> Result<MuxStream, HostError> {
         let (tx, rx) = oneshot::channel();
         let closed = || HostError::ConnectionClosed { peer: self.peer };
         self.opener.send(tx).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
-    fn open_streams(&self) -> usize {
-        self.inbound_streams.load(Ordering::Relaxed) + self.outbound_streams.load(Ordering::Relaxed)
+    /// Streams in use on the connection, both directions.
+    pub(crate) fn open_streams(&self) -> usize {
+        self.shared.lock().conn.stream_count()
     }
 }
 
 /// Why a connection task ended.
 #[derive(Debug)]
 enum Exit {
+    /// We close it (asked to, or shutdown).
     Closed,
+    /// No stream for the idle timeout.
     Idle,
-    Error(String),
+    /// The transport ended or failed.
+    Lost(String),
+    /// The peer broke the yamux protocol (GoAway with the protocol error code is queued).
+    Protocol(String),
+}
+
+/// The socket side of one connection: buffers and their state.
+struct Io {
+    io: Box<dyn ConnectionIo>,
+    /// Received bytes not parsed yet (`..filled`), then zeroed room to read into.
+    read_buf: BytesMut,
+    filled: usize,
+    /// Encoded frames taken from the state machine, sent up to `written`.
+    write_buf: Vec<u8>,
+    written: usize,
+    needs_flush: bool,
+}
+
+impl Io {
+    fn new(io: Box<dyn ConnectionIo>) -> Self {
+        Self {
+            io,
+            read_buf: BytesMut::new(),
+            filled: 0,
+            write_buf: Vec::new(),
+            written: 0,
+            needs_flush: false,
+        }
+    }
+
+    /// Makes room for a read: a fresh zeroed block when the current one is nearly used.
+    fn reserve(&mut self) {
+        if self.read_buf.len() - self.filled >= MIN_READ {
+            return;
+        }
+        let mut block = BytesMut::with_capacity(READ_BLOCK.max(self.filled + MIN_READ));
+        block.extend_from_slice(&self.read_buf[..self.filled]);
+        block.resize(block.capacity(), 0);
+        self.read_buf = block;
+    }
+
+    /// Reads once. `Ok(true)`: bytes arrived; `Ok(false)`: nothing yet; an end of stream is an
+    /// error (`UnexpectedEof`).
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        self.reserve();
+        let filled = self.filled;
+        match Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf[filled..]) {
+            Poll::Ready(Ok(0)) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Poll::Ready(Ok(n)) => {
+                self.filled += n;
+                Ok(true)
+            }
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    /// Hands what was read to the state machine (which keeps slices of it).
+    fn feed(&mut self, shared: &mut Shared) -> Result<(), p2pnet_yamux::ConnectionError> {
+        let mut data = self.read_buf.split_to(self.filled);
+        let result = shared.conn.handle_input(&mut data, Instant::now());
+        self.filled = data.len();
+        data.unsplit(std::mem::take(&mut self.read_buf));
+        self.read_buf = data;
+        result
+    }
+
+    /// Writes what is buffered. `Ok(true)`: everything was written and flushed.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        while self.written < self.write_buf.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.write_buf[self.written..]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    self.written += n;
+                    self.needs_flush = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(false),
+            }
+        }
+        self.write_buf.clear();
+        self.written = 0;
+        if self.needs_flush {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Runs one connection until it closes; then the host forgets it.
 pub(crate) async fn run(
     host: Arc<HostInner>,
     handle: ConnectionHandle,
-    mut muxer: Muxer,
+    io: Box<dyn ConnectionIo>,
     mut requests: mpsc::Receiver<OpenRequest>,
 ) {
+    let mut io = Io::new(io);
+    let shared = handle.shared.clone();
     let mut pending: VecDeque<OpenRequest> = VecDeque::new();
     let idle_timeout = host.config.idle_timeout;
     let mut idle_tick = idle_timeout.map(|t| {
@@ -105,40 +219,119 @@ pub(crate) async fn run(
     let mut idle_since: Option<Instant> = None;
     let close = handle.close.clone();
     let mut closed = std::pin::pin!(close.cancelled());
+    let mut going_away = false;
 
     let exit = poll_fn(|cx| {
         if closed.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Exit::Closed);
         }
-        // Take open requests, bounded by how many may wait for yamux.
+        // Take open requests, bounded by how many may wait for the muxer.
         while pending.len() < MAX_PENDING_OPENS {
             match requests.poll_recv(cx) {
                 Poll::Ready(Some(req)) => pending.push_back(req),
                 Poll::Ready(None) | Poll::Pending => break,
             }
         }
-        while let Some(front) = pending.front() {
-            if front.is_closed() {
-                pending.pop_front();
-                continue;
-            }
-            match muxer.poll_outbound_unpin(cx) {
-                Poll::Ready(Ok(substream)) => {
+        let mut budget = BUDGET;
+        loop {
+            let mut progress = false;
+            let mut found = Dispatched::default();
+            let mut opened = Vec::new();
+            let mut lost = None;
+            let mut broken = None;
+            let full = {
+                let mut s = shared.lock();
+                s.register_driver(cx.waker());
+                // Answer open requests while the muxer hands out streams.
+                while let Some(front) = pending.front() {
+                    if front.is_closed() {
+                        pending.pop_front();
+                        continue;
+                    }
+                    let reply = match s.conn.open_stream() {
+                        Ok(Some(id)) => Ok(id),
+                        Ok(None) => break, // the ACK backlog is full: wait for the peer
+                        Err(OpenError::LimitReached(_)) => Err(HostError::LimitReached {
+                            limit: LimitKind::OutboundStreams,
+                        }),
+                        Err(_) => Err(HostError::ConnectionClosed { peer: handle.peer }),
+                    };
                     if let Some(req) = pending.pop_front() {
-                        // A requester that gave up drops the substream, which resets it.
-                        let _ = req.send(Ok(substream));
+                        opened.push((req, reply));
                     }
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Exit::Error(e.to_string())),
-                Poll::Pending => break,
+                s.conn.transmit_full()
+            };
+            // Read (outside the lock: decryption is the costly part) while the answers the
+            // peer's frames call for (pings, refusals) have room to queue.
+            if !full {
+                match io.poll_read(cx) {
+                    Ok(true) => {
+                        progress = true;
+                        if let Err(e) = io.feed(&mut shared.lock()) {
+                            broken = Some(e.to_string());
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        shared.lock().conn.connection_lost();
+                        lost = Some(e.to_string());
+                    }
+                }
             }
-        }
-        // Inbound substreams; polling this also drives all of the connection's I/O.
-        loop {
-            match muxer.poll_inbound_unpin(cx) {
-                Poll::Ready(Ok(substream)) => host.on_inbound_substream(&handle, substream),
-                Poll::Ready(Err(e)) => return Poll::Ready(Exit::Error(e.to_string())),
-                Poll::Pending => break,
+            {
+                let mut s = shared.lock();
+                if io.write_buf.is_empty() {
+                    s.conn.take_transmit(&mut io.write_buf);
+                }
+                s.dispatch(&mut found);
+            }
+            for (req, reply) in opened {
+                // A requester that gave up drops the stream, which resets it.
+                let _ = req.send(reply.map(|id| MuxStream::new(shared.clone(), id)));
+            }
+            if found.refused > 0 {
+                host.metrics
+                    .refused_streams
+                    .fetch_add(found.refused as u64, std::sync::atomic::Ordering::Relaxed);
+                if host.warn_limiter.allow() {
+                    tracing::warn!(peer = %handle.peer, conn = %handle.id, limit = host.config.limits.max_inbound_streams_per_connection, "inbound stream refused: limit reached");
+                }
+            }
+            for id in found.inbound {
+                host.on_inbound_substream(&handle, MuxStream::new(shared.clone(), id));
+            }
+            if let Some(code) = found.go_away
+                && !going_away
+            {
+                going_away = true;
+                tracing::debug!(peer = %handle.peer, conn = %handle.id, code, "peer is going away");
+                // No new stream goes on this connection; the ones open run to their end.
+                host.remove_connection(&handle);
+            }
+            if let Some(e) = lost {
+                return Poll::Ready(Exit::Lost(e));
+            }
+            if let Some(e) = broken {
+                return Poll::Ready(Exit::Protocol(e));
+            }
+            if !io.write_buf.is_empty() {
+                match io.poll_send(cx) {
+                    Ok(done) => progress |= done,
+                    Err(e) => {
+                        shared.lock().conn.connection_lost();
+                        wake_all(&shared);
+                        return Poll::Ready(Exit::Lost(e.to_string()));
+                    }
+                }
+            }
+            if !progress {
+                break;
+            }
+            budget -= 1;
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
         }
         if let (Some(tick), Some(timeout)) = (idle_tick.as_mut(), idle_timeout) {
@@ -156,7 +349,6 @@ pub(crate) async fn run(
         Poll::Pending
     })
     .await;
-    handle.ended.store(true, Ordering::Release);
 
     match &exit {
         Exit::Closed => {
@@ -165,10 +357,19 @@ pub(crate) async fn run(
         Exit::Idle => {
             tracing::debug!(peer = %handle.peer, conn = %handle.id, "closing idle connection")
         }
-        Exit::Error(e) => {
+        Exit::Lost(e) => {
             tracing::debug!(peer = %handle.peer, conn = %handle.id, error = %e, "connection ended")
         }
+        Exit::Protocol(e) => {
+            tracing::debug!(peer = %handle.peer, conn = %handle.id, error = %e, "peer broke the yamux protocol")
+        }
     }
+    // Nobody is handed this connection from now on.
+    host.remove_connection(&handle);
+    if matches!(exit, Exit::Closed | Exit::Idle) {
+        shared.lock().conn.close();
+    }
+    wake_all(&shared);
     for req in pending.drain(..) {
         let _ = req.send(Err(HostError::ConnectionClosed { peer: handle.peer }));
     }
@@ -176,12 +377,30 @@ pub(crate) async fn run(
     while let Ok(req) = requests.try_recv() {
         let _ = req.send(Err(HostError::ConnectionClosed { peer: handle.peer }));
     }
-    if !matches!(exit, Exit::Error(_)) {
-        let _ = tokio::time::timeout(
-            CLOSE_TIMEOUT,
-            poll_fn(|cx| muxer.poll_close_unpin(cx)).map(drop),
-        )
-        .await;
+    if !matches!(exit, Exit::Lost(_)) {
+        // Send what is queued (data, FINs, our GoAway), then close the socket.
+        let goodbye = poll_fn(|cx| {
+            if io.write_buf.is_empty() {
+                shared.lock().conn.take_transmit(&mut io.write_buf);
+            }
+            match io.poll_send(cx) {
+                Ok(true) if shared.lock().conn.pending_transmit() == 0 => {
+                    Pin::new(&mut io.io).poll_close(cx).map(drop)
+                }
+                Ok(true) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Ok(false) => Poll::Pending,
+                Err(_) => Poll::Ready(()),
+            }
+        });
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
     }
-    host.remove_connection(&handle);
+}
+
+/// Wakes every stream waiting on the connection (after it closed or was lost).
+fn wake_all(shared: &Arc<Mutex<Shared>>) {
+    let mut found = Dispatched::default();
+    shared.lock().dispatch(&mut found);
 }

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::connection::{self, ConnectionHandle, ConnectionId, Direction};
 use crate::listen::ListenerEntry;
 use crate::metrics::Metrics;
+use crate::muxer::{MuxStream, Shared};
 use crate::peer_store::PeerStore;
 use crate::protocols::{identify, ping};
 use crate::stream::StreamGuard;
@@ -303,8 +304,7 @@ impl Host {
                 peer: h.peer,
                 direction: h.direction,
                 remote_addr: h.remote_addr.clone(),
-                open_streams: h.inbound_streams.load(Ordering::Relaxed)
-                    + h.outbound_streams.load(Ordering::Relaxed),
+                open_streams: h.open_streams(),
             })
             .collect()
     }
@@ -469,9 +469,11 @@ impl HostInner {
                 remote_addr: remote_addr.clone(),
                 opener: tx,
                 close: self.shutdown.child_token(),
-                inbound_streams: Default::default(),
-                outbound_streams: Default::default(),
-                ended: Default::default(),
+                shared: Shared::new(p2pnet_yamux::Connection::new(
+                    muxer.mode,
+                    muxer.config.clone(),
+                    std::time::Instant::now(),
+                )),
             };
             conns.entry(peer).or_default().push(handle.clone());
             match direction {
@@ -485,7 +487,7 @@ impl HostInner {
         // The connection task watches its own token (a child of the shutdown token) so that it
         // can say goodbye to the peer before it ends.
         self.tasks
-            .spawn(connection::run(self.clone(), handle.clone(), muxer, rx));
+            .spawn(connection::run(self.clone(), handle.clone(), muxer.io, rx));
         self.emit(HostEvent::Connected {
             peer,
             connection: handle.id,
@@ -532,36 +534,27 @@ impl HostInner {
         });
     }
 
-    /// Called by a connection task for each substream the peer opens.
+    /// Called by a connection task for each stream the peer opens (within the muxer's limit).
     pub(crate) fn on_inbound_substream(
         self: &Arc<Self>,
         handle: &ConnectionHandle,
-        substream: yamux::Stream,
+        substream: MuxStream,
     ) {
-        let limit = self.config.limits.max_inbound_streams_per_connection;
         if self.shutdown.is_cancelled() {
             return;
         }
-        if handle.inbound_streams.load(Ordering::Relaxed) >= limit {
-            Metrics::inc(&self.metrics.refused_streams);
-            if self.warn_limiter.allow() {
-                tracing::warn!(peer = %handle.peer, conn = %handle.id, limit, "inbound stream refused: limit reached");
-            }
-            drop(substream); // resets it
-            return;
-        }
-        let guard = StreamGuard::new(handle.inbound_streams.clone(), self.metrics.clone());
+        let guard = StreamGuard::new(self.metrics.clone());
         let inner = self.clone();
         let peer = handle.peer;
         let conn = handle.id;
         let remote_addr = handle.remote_addr.clone();
-        let ended = handle.ended.clone();
         self.spawn(async move {
             let names = inner.protocol_names();
-            let negotiation = tokio::time::timeout(inner.config.negotiation_timeout, async {
-                let io = crate::stream::ResetAware::new(substream);
-                multistream_select::listener_select_proto(io, names).await
-            })
+            let control = substream.control();
+            let negotiation = tokio::time::timeout(
+                inner.config.negotiation_timeout,
+                multistream_select::listener_select_proto(substream, names),
+            )
             .await;
             let (protocol, io) = match negotiation {
                 Ok(Ok(ok)) => ok,
@@ -580,7 +573,7 @@ impl HostInner {
                 tracing::debug!(%peer, %protocol, "handler removed during negotiation");
                 return;
             };
-            let stream = Stream::new(io, protocol.clone(), peer, conn, guard, ended);
+            let stream = Stream::new(io, control, protocol.clone(), peer, conn, guard);
             handler(InboundStream {
                 stream,
                 peer,
@@ -597,13 +590,7 @@ impl HostInner {
         handle: &ConnectionHandle,
         protocols: &[String],
     ) -> Result<Stream, HostError> {
-        let limit = self.config.limits.max_outbound_streams_per_connection;
-        if handle.outbound_streams.load(Ordering::Relaxed) >= limit {
-            return Err(HostError::LimitReached {
-                limit: LimitKind::OutboundStreams,
-            });
-        }
-        let guard = StreamGuard::new(handle.outbound_streams.clone(), self.metrics.clone());
+        let guard = StreamGuard::new(self.metrics.clone());
         let timeout = self.config.negotiation_timeout;
         let timed_out = || HostError::Timeout {
             operation: "protocol negotiation",
@@ -611,10 +598,12 @@ impl HostInner {
         };
         let peer = handle.peer;
         let negotiate = async {
+            // The muxer takes the stream limit: over it, this fails and nothing else is touched.
             let substream = handle.open_substream().await?;
-            let io = crate::stream::ResetAware::new(substream);
-            multistream_select::dialer_select_proto(io, protocols.iter(), Version::V1)
+            let control = substream.control();
+            multistream_select::dialer_select_proto(substream, protocols.iter(), Version::V1)
                 .await
+                .map(|(protocol, io)| (protocol, io, control))
                 .map_err(|e| match e {
                     NegotiationError::Failed => HostError::ProtocolNotSupported {
                         peer,
@@ -626,16 +615,16 @@ impl HostInner {
                     },
                 })
         };
-        let (protocol, io) = tokio::time::timeout(timeout, negotiate)
+        let (protocol, io, control) = tokio::time::timeout(timeout, negotiate)
             .await
             .map_err(|_| timed_out())??;
         Ok(Stream::new(
             io,
+            control,
             protocol.clone(),
             peer,
             handle.id,
             guard,
-            handle.ended.clone(),
         ))
     }
 }

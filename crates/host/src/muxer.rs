@@ -1,66 +1,68 @@
-//! yamux (`/yamux/1.0.0`), driven directly.
+//! yamux (`/yamux/1.0.0`) on our own sans-IO state machine, `p2pnet-yamux`.
 //!
-//! This is the same `yamux` implementation that `libp2p-yamux` wraps, with two things that
-//! adapter does not give: the frame size and receive window can be tuned, and the stream type is
-//! kept (not boxed), so a stream can tell a reset by the peer from a clean end of stream.
+//! The connection upgrade only negotiates the protocol and hands the noise session over; the
+//! connection task (`connection.rs`) then drives a [`p2pnet_yamux::Connection`] over it. The
+//! state machine sits in [`Shared`], behind a mutex that the connection task and every
+//! [`MuxStream`] of the connection take for short, I/O-free calls; sockets are only touched by
+//! the connection task, outside the lock.
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use futures::{AsyncRead, AsyncWrite};
-use libp2p_core::muxing::{StreamMuxer, StreamMuxerEvent};
 use libp2p_core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
+use p2pnet_yamux::{Connection, Event, Mode, ReadOutcome, StreamError, StreamId, WriteOutcome};
+use parking_lot::Mutex;
 
 use crate::Limits;
 
-/// The yamux protocol name.
-const PROTOCOL: &str = "/yamux/1.0.0";
-/// The receive window every stream starts with, by the yamux specification.
-const INITIAL_WINDOW: usize = 256 * 1024;
-/// At least this much receive window may be shared by a connection's streams.
-const MIN_CONNECTION_WINDOW: usize = 1 << 30;
+/// Any connection I/O, boxed so the types above do not depend on the layers beneath.
+pub(crate) trait ConnectionIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ConnectionIo for T {}
 
-/// Any connection I/O, boxed so the muxer type does not depend on the layers beneath.
-trait ConnectionIo: AsyncRead + AsyncWrite + Send {}
-impl<T: AsyncRead + AsyncWrite + Send> ConnectionIo for T {}
-
-/// One multiplexed connection.
+/// An authenticated session on which yamux was negotiated, not yet driven.
 pub(crate) struct Muxer {
-    connection: yamux::Connection<Pin<Box<dyn ConnectionIo>>>,
+    pub(crate) io: Box<dyn ConnectionIo>,
+    pub(crate) mode: Mode,
+    pub(crate) config: p2pnet_yamux::Config,
 }
 
 impl std::fmt::Debug for Muxer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Muxer").finish_non_exhaustive()
+        f.debug_struct("Muxer")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 
 /// The connection upgrade that negotiates yamux.
 #[derive(Debug, Clone)]
 pub(crate) struct YamuxUpgrade {
-    config: yamux::Config,
+    config: p2pnet_yamux::Config,
 }
 
 impl YamuxUpgrade {
-    pub(crate) fn new(limits: &Limits, split_send_size: usize) -> Self {
-        let max_streams = limits.max_inbound_streams_per_connection
-            + limits.max_outbound_streams_per_connection
-            + 16;
-        let mut config = yamux::Config::default();
-        // yamux insists that every stream can have the initial window at once; the memory is
-        // only taken as data actually waits to be read.
-        config.set_max_connection_receive_window(Some(
-            MIN_CONNECTION_WINDOW.max(INITIAL_WINDOW.saturating_mul(max_streams)),
-        ));
-        config.set_max_num_streams(max_streams);
-        config.set_split_send_size(split_send_size);
-        Self { config }
+    /// The host's stream limits are the muxer's: one count, taken once per stream.
+    pub(crate) fn new(limits: &Limits, max_frame_data: usize) -> Self {
+        Self {
+            config: p2pnet_yamux::Config {
+                max_inbound_streams: limits.max_inbound_streams_per_connection,
+                max_outbound_streams: limits.max_outbound_streams_per_connection,
+                max_frame_data: max_frame_data.max(1),
+                ..p2pnet_yamux::Config::default()
+            },
+        }
     }
 
-    fn muxer<C: AsyncRead + AsyncWrite + Send + 'static>(&self, io: C, mode: yamux::Mode) -> Muxer {
+    fn muxer<C: AsyncRead + AsyncWrite + Send + Unpin + 'static>(self, io: C, mode: Mode) -> Muxer {
         Muxer {
-            connection: yamux::Connection::new(Box::pin(io), self.config.clone(), mode),
+            io: Box::new(io),
+            mode,
+            config: self.config,
         }
     }
 }
@@ -70,7 +72,7 @@ impl UpgradeInfo for YamuxUpgrade {
     type InfoIter = std::iter::Once<Self::Info>;
 
     fn protocol_info(&self) -> Self::InfoIter {
-        std::iter::once(PROTOCOL)
+        std::iter::once(p2pnet_yamux::PROTOCOL_NAME)
     }
 }
 
@@ -83,7 +85,7 @@ where
     type Future = futures::future::Ready<Result<Muxer, io::Error>>;
 
     fn upgrade_inbound(self, io: C, _: Self::Info) -> Self::Future {
-        futures::future::ready(Ok(self.muxer(io, yamux::Mode::Server)))
+        futures::future::ready(Ok(self.muxer(io, Mode::Server)))
     }
 }
 
@@ -96,40 +98,200 @@ where
     type Future = futures::future::Ready<Result<Muxer, io::Error>>;
 
     fn upgrade_outbound(self, io: C, _: Self::Info) -> Self::Future {
-        futures::future::ready(Ok(self.muxer(io, yamux::Mode::Client)))
+        futures::future::ready(Ok(self.muxer(io, Mode::Client)))
     }
 }
 
-impl StreamMuxer for Muxer {
-    type Substream = yamux::Stream;
-    type Error = yamux::ConnectionError;
+/// The state machine of one connection and the wakers of those waiting on it.
+pub(crate) struct Shared {
+    pub(crate) conn: Connection,
+    readers: HashMap<StreamId, Waker>,
+    writers: HashMap<StreamId, Waker>,
+    driver: Option<Waker>,
+}
 
-    fn poll_inbound(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Self::Substream, Self::Error>> {
-        match std::task::ready!(self.connection.poll_next_inbound(cx)) {
-            Some(result) => Poll::Ready(result),
-            None => Poll::Ready(Err(yamux::ConnectionError::Closed)),
+/// What [`Shared::dispatch`] found for the connection task.
+#[derive(Debug, Default)]
+pub(crate) struct Dispatched {
+    pub(crate) inbound: Vec<StreamId>,
+    pub(crate) refused: usize,
+    pub(crate) go_away: Option<u32>,
+}
+
+impl Shared {
+    pub(crate) fn new(conn: Connection) -> Arc<Mutex<Shared>> {
+        Arc::new(Mutex::new(Shared {
+            conn,
+            readers: HashMap::new(),
+            writers: HashMap::new(),
+            driver: None,
+        }))
+    }
+
+    /// Remembers the connection task's waker.
+    pub(crate) fn register_driver(&mut self, waker: &Waker) {
+        if !self.driver.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.driver = Some(waker.clone());
         }
     }
 
-    fn poll_outbound(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Self::Substream, Self::Error>> {
-        self.connection.poll_new_outbound(cx)
+    /// Wakes the connection task when there is something to send.
+    fn wake_driver_if_sending(&self) {
+        if self.conn.pending_transmit() > 0
+            && let Some(w) = &self.driver
+        {
+            w.wake_by_ref();
+        }
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.connection.poll_close(cx)
+    /// Acts on the state machine's events: wakes streams, collects what the task must handle.
+    pub(crate) fn dispatch(&mut self, out: &mut Dispatched) {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::Inbound(id) => out.inbound.push(id),
+                Event::InboundRefused(_) => out.refused += 1,
+                Event::Readable(id) => {
+                    if let Some(w) = self.readers.remove(&id) {
+                        w.wake();
+                    }
+                }
+                Event::Writable(id) => {
+                    if let Some(w) = self.writers.remove(&id) {
+                        w.wake();
+                    }
+                }
+                Event::AllStreams => {
+                    for (_, w) in self.readers.drain().chain(self.writers.drain()) {
+                        w.wake();
+                    }
+                }
+                Event::RemoteGoAway(code) => out.go_away = Some(code),
+            }
+        }
+    }
+}
+
+/// One yamux stream: futures I/O over the shared state machine. Dropping it releases the stream
+/// (a stream not finished both ways is reset).
+pub(crate) struct MuxStream {
+    shared: Arc<Mutex<Shared>>,
+    id: StreamId,
+}
+
+impl std::fmt::Debug for MuxStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MuxStream").field("id", &self.id).finish()
+    }
+}
+
+impl MuxStream {
+    pub(crate) fn new(shared: Arc<Mutex<Shared>>, id: StreamId) -> Self {
+        Self { shared, id }
     }
 
-    fn poll(
+    /// A handle that can reset the stream while the stream itself sits inside other wrappers.
+    pub(crate) fn control(&self) -> StreamControl {
+        StreamControl {
+            shared: self.shared.clone(),
+            id: self.id,
+        }
+    }
+}
+
+impl Drop for MuxStream {
+    fn drop(&mut self) {
+        let mut shared = self.shared.lock();
+        shared.conn.release(self.id);
+        shared.readers.remove(&self.id);
+        shared.writers.remove(&self.id);
+        shared.wake_driver_if_sending();
+    }
+}
+
+/// Resets a stream from outside its I/O wrappers.
+#[derive(Clone)]
+pub(crate) struct StreamControl {
+    shared: Arc<Mutex<Shared>>,
+    id: StreamId,
+}
+
+impl std::fmt::Debug for StreamControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamControl")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl StreamControl {
+    /// Sends RST (in every state but a finished or failed one) and wakes the stream's waiters.
+    pub(crate) fn reset(&self) {
+        let mut shared = self.shared.lock();
+        let _ = shared.conn.reset(self.id);
+        if let Some(w) = shared.readers.remove(&self.id) {
+            w.wake();
+        }
+        if let Some(w) = shared.writers.remove(&self.id) {
+            w.wake();
+        }
+        shared.wake_driver_if_sending();
+    }
+}
+
+impl AsyncRead for MuxStream {
+    fn poll_read(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
-        // All I/O is driven by `poll_inbound`, which the connection task polls continuously.
-        Poll::Pending
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut shared = self.shared.lock();
+        match shared.conn.read(self.id, buf, Instant::now()) {
+            Ok(ReadOutcome::Data(n)) => {
+                shared.wake_driver_if_sending();
+                Poll::Ready(Ok(n))
+            }
+            Ok(ReadOutcome::End) => Poll::Ready(Ok(0)),
+            Ok(ReadOutcome::Blocked) => {
+                shared.readers.insert(self.id, cx.waker().clone());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+}
+
+impl AsyncWrite for MuxStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut shared = self.shared.lock();
+        match shared.conn.write(self.id, buf) {
+            Ok(WriteOutcome::Written(n)) => {
+                shared.wake_driver_if_sending();
+                Poll::Ready(Ok(n))
+            }
+            Ok(WriteOutcome::Blocked) => {
+                shared.writers.insert(self.id, cx.waker().clone());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written bytes are already queued in order; the connection task sends them.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut shared = self.shared.lock();
+        let result = match shared.conn.finish(self.id) {
+            Ok(()) | Err(StreamError::Finished) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+        shared.wake_driver_if_sending();
+        Poll::Ready(result)
     }
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use libp2p_identity::PeerId;
@@ -14,71 +14,68 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
 use crate::connection::ConnectionId;
 use crate::metrics::Metrics;
+use crate::muxer::{MuxStream, StreamControl};
 
-/// Keeps one stream counted in its connection's and the host's open-stream figures while alive.
+/// Keeps one stream counted in the host's open-stream gauge while alive.
 #[derive(Debug)]
 pub(crate) struct StreamGuard {
-    per_connection: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 }
 
 impl StreamGuard {
-    pub(crate) fn new(per_connection: Arc<AtomicUsize>, metrics: Arc<Metrics>) -> Self {
-        per_connection.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         metrics.streams_open.fetch_add(1, Ordering::Relaxed);
-        Self {
-            per_connection,
-            metrics,
-        }
+        Self { metrics }
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.per_connection.fetch_sub(1, Ordering::Relaxed);
         self.metrics.streams_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// A negotiated stream to a peer, readable and writable with tokio's I/O traits.
 ///
-/// `shutdown()` is a half close: it tells the peer we will write no more (yamux FIN), and the
-/// peer can still write back. Dropping a stream that was not shut down resets it (yamux RST);
-/// [`Stream::reset`] says so explicitly.
-///
-/// A read that would see the end of the stream fails with
-/// [`std::io::ErrorKind::ConnectionReset`] instead when the peer reset the stream, or when the
-/// connection under it ended (the peer died, was disconnected, or a host shut down) before the
-/// peer closed its side: a truncated transfer is never mistaken for a complete one. (Once we
-/// have shut down our own side, a reset by the peer can no longer be told from its clean close;
-/// yamux then reports a plain end of stream.)
+/// Its ends are exact, in every state:
+/// - `shutdown()` is a half close: it tells the peer we will write no more (yamux FIN), and the
+///   peer can still write back. A read returns end of stream (`Ok(0)`) only after the peer's FIN,
+///   once every byte it sent before it was read.
+/// - [`Stream::reset`] aborts both directions (yamux RST), also after our own `shutdown()`.
+///   Dropping a stream that is not finished both ways resets it too.
+/// - A reset by the peer fails reads and writes with [`std::io::ErrorKind::ConnectionReset`]
+///   (bytes that came before the peer's FIN stay readable).
+/// - When our host closes the connection (`close_peer`, idle timeout, shutdown), pending and
+///   later reads and writes of an unfinished stream fail with
+///   [`std::io::ErrorKind::ConnectionAborted`]; when the connection is lost (the peer died or
+///   broke the protocol) they fail with `ConnectionReset`. A stream whose FIN had arrived still
+///   yields its buffered bytes and then its end: a truncated transfer is never mistaken for a
+///   complete one, and a complete one is never reported as cut.
 #[derive(Debug)]
 pub struct Stream {
-    io: Compat<Negotiated<ResetAware>>,
+    io: Compat<Negotiated<MuxStream>>,
+    control: StreamControl,
     protocol: String,
     peer: PeerId,
     connection: ConnectionId,
-    connection_ended: Arc<AtomicBool>,
-    eof: bool,
     _guard: StreamGuard,
 }
 
 impl Stream {
     pub(crate) fn new(
-        io: Negotiated<ResetAware>,
+        io: Negotiated<MuxStream>,
+        control: StreamControl,
         protocol: String,
         peer: PeerId,
         connection: ConnectionId,
         guard: StreamGuard,
-        connection_ended: Arc<AtomicBool>,
     ) -> Self {
         Self {
             io: io.compat(),
+            control,
             protocol,
             peer,
             connection,
-            connection_ended,
-            eof: false,
             _guard: guard,
         }
     }
@@ -98,9 +95,10 @@ impl Stream {
         self.connection
     }
 
-    /// Aborts the stream in both directions; the peer sees a reset, not an end of stream.
+    /// Aborts the stream in both directions; the peer sees a reset, not an end of stream, in
+    /// every state (also after our own `shutdown()`).
     pub fn reset(self) {
-        drop(self);
+        self.control.reset();
     }
 }
 
@@ -110,19 +108,7 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        if buf.filled().len() == before && buf.remaining() > 0 && !this.eof {
-            if this.connection_ended.load(Ordering::Acquire) {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    format!("connection to {} ended", this.peer),
-                )));
-            }
-            this.eof = true;
-        }
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
@@ -155,69 +141,4 @@ pub struct InboundStream {
     pub protocol: String,
     /// The remote address of the connection the stream came on.
     pub remote_addr: Multiaddr,
-}
-
-/// A yamux stream that reports a reset by the peer as an error rather than an end of stream.
-///
-/// yamux answers a read on a stream the peer reset with `Ok(0)`, the same as a clean close.
-/// The two differ in the stream's state: after the peer's FIN it is `RecvClosed`; `Closed` while
-/// our own side is still open means a reset (or a connection that went away).
-#[derive(Debug)]
-pub(crate) struct ResetAware {
-    inner: yamux::Stream,
-    write_closed: bool,
-}
-
-impl ResetAware {
-    pub(crate) fn new(inner: yamux::Stream) -> Self {
-        Self {
-            inner,
-            write_closed: false,
-        }
-    }
-}
-
-impl futures::AsyncRead for ResetAware {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let n = std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
-        if n == 0 && !buf.is_empty() && !self.write_closed && self.inner.is_closed() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                "stream reset by the peer",
-            )));
-        }
-        Poll::Ready(Ok(n))
-    }
-}
-
-impl futures::AsyncWrite for ResetAware {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(Pin::new(&mut self.inner).poll_close(cx))?;
-        self.write_closed = true;
-        Poll::Ready(Ok(()))
-    }
 }

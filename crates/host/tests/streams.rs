@@ -335,14 +335,17 @@ async fn stream_reset_is_an_error_for_the_peer() {
     let mut b = [0u8; 3];
     inbound.stream.read_exact(&mut b).await.unwrap();
     s.reset();
-    // Reads end, and writes fail: the peer learns promptly that nobody listens.
+    // Reads fail with a reset (not an end of stream), and writes fail: the peer learns
+    // promptly that nobody listens.
     let mut rest = Vec::new();
-    let _ = tokio::time::timeout(
+    let err = tokio::time::timeout(
         Duration::from_secs(5),
         inbound.stream.read_to_end(&mut rest),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
     assert!(rest.is_empty());
     let chunk = vec![0u8; 64 * 1024];
     let write_failed = tokio::time::timeout(Duration::from_secs(5), async {

@@ -1,0 +1,321 @@
+//! Exact stream ends between two real hosts: our own close wakes readers, resets reach the peer
+//! in every state, a FIN that came before a close is an end and not a reset, limits harm nothing.
+
+mod common;
+
+use std::io::ErrorKind;
+use std::time::Duration;
+
+use common::*;
+use p2pnet_host::{HostConfig, HostError, InboundStream, LimitKind, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(2);
+
+fn quiet() -> HostConfig {
+    HostConfig {
+        identify: false,
+        ..HostConfig::default()
+    }
+}
+
+/// A client connected to a server that hands its inbound streams on `/t/1.0.0` over a channel.
+async fn pair() -> (
+    p2pnet_host::Host,
+    p2pnet_host::Host,
+    tokio::sync::mpsc::Receiver<InboundStream>,
+) {
+    let (server, addr) = listening(quiet()).await;
+    let incoming = server.accept_streams("/t/1.0.0", 16).unwrap();
+    let client = host(quiet());
+    client.dial(addr).await.unwrap();
+    (client, server, incoming)
+}
+
+async fn next(incoming: &mut tokio::sync::mpsc::Receiver<InboundStream>) -> InboundStream {
+    tokio::time::timeout(WAIT, incoming.recv())
+        .await
+        .expect("an inbound stream in time")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn our_close_of_the_connection_wakes_a_blocked_reader() {
+    let (client, server, mut incoming) = pair().await;
+    let mut s = client
+        .new_stream(server.peer_id(), ["/t/1.0.0"])
+        .await
+        .unwrap();
+    s.write_all(b"hi").await.unwrap();
+    let mut inbound = next(&mut incoming).await;
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 8];
+        s.read(&mut buf).await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await; // the reader is parked in read()
+    assert_eq!(client.close_peer(&server.peer_id()), 1);
+    let err = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("the blocked reader wakes")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionAborted);
+    // The peer's reader learns that the stream was cut, not finished.
+    let mut rest = Vec::new();
+    let mut buf = [0u8; 2];
+    inbound.stream.read_exact(&mut buf).await.unwrap();
+    let err = tokio::time::timeout(WAIT, inbound.stream.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_wakes_blocked_readers_and_writers() {
+    let (client, server, mut incoming) = pair().await;
+    let mut reader = client
+        .new_stream(server.peer_id(), ["/t/1.0.0"])
+        .await
+        .unwrap();
+    let mut writer = client
+        .new_stream(server.peer_id(), ["/t/1.0.0"])
+        .await
+        .unwrap();
+    let _a = next(&mut incoming).await;
+    let _b = next(&mut incoming).await;
+    let read = tokio::spawn(async move { reader.read(&mut [0u8; 8]).await });
+    // Nobody reads on the server: the writer fills its window and blocks.
+    let write = tokio::spawn(async move {
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            writer.write_all(&chunk).await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), std::io::Error>(())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(WAIT, client.shutdown())
+        .await
+        .expect("shutdown does not hang");
+    let read_err = tokio::time::timeout(WAIT, read).await.unwrap().unwrap();
+    let write_err = tokio::time::timeout(WAIT, write).await.unwrap().unwrap();
+    assert_eq!(read_err.unwrap_err().kind(), ErrorKind::ConnectionAborted);
+    assert_eq!(write_err.unwrap_err().kind(), ErrorKind::ConnectionAborted);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn reset_after_our_half_close_reaches_the_peer() {
+    let (client, server, mut incoming) = pair().await;
+    let mut s = client
+        .new_stream(server.peer_id(), ["/t/1.0.0"])
+        .await
+        .unwrap();
+    s.write_all(b"upload").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut inbound = next(&mut incoming).await;
+    let mut got = Vec::new();
+    inbound.stream.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"upload");
+    // The server answers; the client, half closed, aborts.
+    inbound.stream.write_all(b"answer").await.unwrap();
+    s.reset();
+    // The server's writer fails promptly instead of stalling once its window is used.
+    let chunk = vec![0u8; 64 * 1024];
+    let err = tokio::time::timeout(WAIT, async {
+        for _ in 0..1000 {
+            if let Err(e) = inbound.stream.write_all(&chunk).await {
+                return e;
+            }
+        }
+        panic!("writes to a reset stream kept succeeding");
+    })
+    .await
+    .expect("the writer learns of the reset in time");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn reset_after_the_peers_fin_is_a_reset_not_a_fin() {
+    let (client, server, mut incoming) = pair().await;
+    let mut s = client
+        .new_stream(server.peer_id(), ["/t/1.0.0"])
+        .await
+        .unwrap();
+    s.write_all(b"part of an upload").await.unwrap();
+    let mut inbound = next(&mut incoming).await;
+    inbound.stream.write_all(b"go ahead").await.unwrap();
+    inbound.stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(answer, b"go ahead");
+    // The client aborts mid-upload after the server's FIN: the server must not see a whole
+    // upload.
+    s.reset();
+    let mut got = Vec::new();
+    let err = tokio::time::timeout(WAIT, inbound.stream.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropping_a_half_closed_stream_resets_it() {
+    let (client, server, mut incoming) = pair().await;
+    let mut s = client
+        .new_stream(server.peer_id(), ["/t/1.0.0"])
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let mut inbound = next(&mut incoming).await;
+    drop(s);
+    let chunk = vec![0u8; 64 * 1024];
+    let err = tokio::time::timeout(WAIT, async {
+        for _ in 0..1000 {
+            if let Err(e) = inbound.stream.write_all(&chunk).await {
+                return e;
+            }
+        }
+        panic!("writes kept succeeding");
+    })
+    .await
+    .unwrap();
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fin_before_our_close_reads_every_byte_then_eof() {
+    const LEN: usize = 1 << 20;
+    let (server, addr) = listening(quiet()).await;
+    let handler_host = server.clone();
+    server
+        .set_stream_handler("/tail/1.0.0", move |mut s: InboundStream| {
+            let host = handler_host.clone();
+            async move {
+                let data: Vec<u8> = (0..LEN).map(|i| (i % 253) as u8).collect();
+                s.stream.write_all(&data).await.unwrap();
+                s.stream.shutdown().await.unwrap();
+                // And the server closes the connection right away.
+                host.close_peer(&s.peer);
+            }
+        })
+        .unwrap();
+    let client = host(quiet());
+    let peer = client.dial(addr).await.unwrap();
+    let mut s = client.new_stream(peer, ["/tail/1.0.0"]).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .expect("a complete transfer ends with EOF, not a reset");
+    assert_eq!(got.len(), LEN);
+    assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 253) as u8));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_outbound_open_over_the_limit_fails_alone() {
+    let (server, addr) = listening(quiet()).await;
+    serve_echo(&server, "/echo/1.0.0");
+    let client = host(HostConfig {
+        limits: Limits {
+            max_outbound_streams_per_connection: 2,
+            ..Limits::default()
+        },
+        ..quiet()
+    });
+    let peer = client.dial(addr).await.unwrap();
+    let mut a = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    let mut b = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    for _ in 0..10 {
+        let err = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HostError::LimitReached {
+                    limit: LimitKind::OutboundStreams
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    // The connection and its streams are untouched.
+    for s in [&mut a, &mut b] {
+        s.write_all(b"still here").await.unwrap();
+        let mut back = [0u8; 10];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"still here");
+    }
+    assert_eq!(client.connections(Some(&peer)).len(), 1);
+    assert_eq!(client.connections(Some(&peer))[0].open_streams, 2);
+    // A released stream frees its place at once.
+    drop(a);
+    client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn inbound_streams_over_the_limit_are_reset_alone() {
+    let (server, addr) = listening(HostConfig {
+        limits: Limits {
+            max_inbound_streams_per_connection: 3,
+            ..Limits::default()
+        },
+        ..quiet()
+    })
+    .await;
+    serve_echo(&server, "/echo/1.0.0");
+    let client = host(quiet());
+    let peer = client.dial(addr).await.unwrap();
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        kept.push(client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap());
+    }
+    for _ in 0..20 {
+        assert!(client.new_stream(peer, ["/echo/1.0.0"]).await.is_err());
+    }
+    assert_eq!(server.metrics().refused_streams, 20);
+    for s in &mut kept {
+        s.write_all(b"ok").await.unwrap();
+        let mut back = [0u8; 2];
+        s.read_exact(&mut back).await.unwrap();
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_closed_connection_is_never_handed_out() {
+    let (server, addr) = listening(quiet()).await;
+    serve_echo(&server, "/echo/1.0.0");
+    let client = host(quiet());
+    let peer = client.dial(addr.clone()).await.unwrap();
+    let first = client.connections(Some(&peer))[0].id;
+    client.close_peer(&peer);
+    // The very next stream goes over a new connection, not the closing one.
+    let mut s = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    assert_ne!(s.connection(), first);
+    s.write_all(b"x").await.unwrap();
+    s.read_exact(&mut [0u8; 1]).await.unwrap();
+    eventually("the closed connection is forgotten", || {
+        client
+            .connections(Some(&peer))
+            .iter()
+            .all(|c| c.id != first)
+    })
+    .await;
+    client.shutdown().await;
+    server.shutdown().await;
+}
