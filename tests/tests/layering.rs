@@ -6,6 +6,21 @@ use std::path::Path;
 /// (crate folder, dependencies it must not have in `[dependencies]`)
 const RULES: &[(&str, &[&str])] = &[
     (
+        "yamux",
+        &[
+            "libp2p",
+            "libp2p-core",
+            "libp2p-swarm",
+            "tokio",
+            "futures",
+            "p2pnet-host",
+            "p2pnet-dispatcher",
+            "p2pnet-messaging",
+            "p2pnet-forward",
+            "p2pnet-netservice",
+        ],
+    ),
+    (
         "host",
         &[
             "libp2p",
