@@ -4,7 +4,10 @@
 //     Starts a node on /ip4/127.0.0.1/tcp/0 (tcp + noise + yamux, ping, identify) with an echo
 //     handler on /x/echo/1.0.0. Prints one JSON line {"event":"listening","multiaddr":…} and then
 //     one JSON line per identified peer ({"event":"identified",…}). Stops when stdin closes or
-//     after PEER_TIMEOUT_MS.
+//     after PEER_TIMEOUT_MS. Two stream-end handlers report one JSON line per stream:
+//     /x/ends/half-close-then-reset/1.0.0 reads to the end, then writes until the dialer resets
+//     ({"event":"ends-half",…}); /x/ends/reset-after-fin/1.0.0 answers "go ahead", closes its
+//     write side, then reads to the end ({"event":"ends-fin",…}).
 //
 //   node peer.mjs dial <multiaddr with /p2p/> [bytes]
 //     Dials, pings, runs identify, echoes `bytes` (default 1 MiB) of a known pattern over
@@ -23,6 +26,8 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 
 const ECHO = '/x/echo/1.0.0'
+const ENDS_HALF = '/x/ends/half-close-then-reset/1.0.0'
+const ENDS_FIN = '/x/ends/reset-after-fin/1.0.0'
 const TIMEOUT_MS = Number(process.env.PEER_TIMEOUT_MS ?? 60000)
 const STEP_MS = Math.min(TIMEOUT_MS, 20000)
 // What the dialled peer's identify agent version must start with.
@@ -66,9 +71,49 @@ async function echo ({ stream }) {
   }
 }
 
+// Half close then reset: read the upload to its end, then answer with up to 64 MiB until the
+// dialer resets (the write then fails and the stream's status says why).
+async function endsHalf ({ stream }) {
+  const report = { event: 'ends-half', read: 0, written: 0 }
+  try {
+    for await (const chunk of stream.source) report.read += chunk.byteLength
+    const chunk = new Uint8Array(64 * 1024)
+    await bounded(stream.sink((function * () {
+      for (let i = 0; i < 1024; i++) {
+        yield chunk
+        report.written += chunk.byteLength
+      }
+    })()), STEP_MS, 'answer')
+  } catch (err) {
+    report.error = err?.name ?? String(err)
+    report.message = err?.message
+  }
+  report.status = stream.status
+  out(report)
+}
+
+// A reset after our FIN: answer, close the write side, then read what comes to its end.
+async function endsFin ({ stream }) {
+  const report = { event: 'ends-fin', read: '' }
+  try {
+    await bounded(stream.sink([new TextEncoder().encode('go ahead')]), STEP_MS, 'answer')
+    const decoder = new TextDecoder()
+    await bounded((async () => {
+      for await (const chunk of stream.source) report.read += decoder.decode(chunk.subarray())
+    })(), STEP_MS, 'read')
+  } catch (err) {
+    report.error = err?.name ?? String(err)
+    report.message = err?.message
+  }
+  report.status = stream.status
+  out(report)
+}
+
 async function listenMode () {
   const node = await createNode(true)
   await node.handle(ECHO, echo)
+  await node.handle(ENDS_HALF, endsHalf)
+  await node.handle(ENDS_FIN, endsFin)
   node.addEventListener('peer:identify', (evt) => {
     out({
       event: 'identified',

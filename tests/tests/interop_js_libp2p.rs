@@ -1,6 +1,7 @@
 //! Interoperability with js-libp2p (the peer is `interop/js/peer.mjs`, run by Node.js): js dials
 //! us and we dial js; ping, identify and a 1 MiB echo on `/x/echo/1.0.0` are checked both ways,
-//! and a dial to the js node with a wrong `/p2p/` id is refused.
+//! and a dial to the js node with a wrong `/p2p/` id is refused. Our resets reach js-libp2p exactly
+//! (after our half close, and after its FIN).
 //!
 //! Ignored by default: they need Node.js ≥ 20 and `interop/js/node_modules`. Run them with
 //! `cargo xtask interop-js` (which runs `npm ci` first). Loopback only; every wait is bounded and
@@ -299,6 +300,78 @@ async fn js_libp2p_with_wrong_peer_id_is_refused() {
         other => panic!("expected PeerIdMismatch, got {other:?}"),
     }
     assert!(!ours.is_connected(&theirs.peer_id));
+    ours.shutdown().await;
+    theirs.stop().await;
+}
+
+/// Half close then reset, we reset: we upload and FIN, the js node reads to the end and answers
+/// with far more than a window; our `reset()` must fail its writing early. js-libp2p has no
+/// error kind for it: the write after the reset fails with a plain `Error` ("Cannot push value
+/// onto an ended pushable", from the stream wrapper), and the stream's status says `reset`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
+async fn our_reset_after_our_half_close_ends_js_libp2p_writes() {
+    let mut theirs = JsListener::start().await;
+    let ours = our_host();
+    let peer = tokio::time::timeout(STEP, ours.dial(theirs.addr.clone()))
+        .await
+        .expect("dial timed out")
+        .unwrap();
+    let mut s = ours
+        .new_stream(peer, ["/x/ends/half-close-then-reset/1.0.0"])
+        .await
+        .unwrap();
+    s.write_all(b"upload").await.unwrap();
+    s.shutdown().await.unwrap();
+    // The js node starts answering: our window fills (we do not read).
+    let mut first = [0u8; 1];
+    tokio::time::timeout(STEP, s.read_exact(&mut first))
+        .await
+        .expect("the js node answers")
+        .unwrap();
+    s.reset();
+    let report = theirs.wait_for("ends-half").await;
+    assert_eq!(report["read"], 6, "{report}");
+    assert_eq!(report["status"], "reset", "{report}");
+    assert_eq!(report["error"], "Error", "{report}");
+    assert!(
+        str_field(&report, "message").contains("ended pushable"),
+        "{report}"
+    );
+    // It stopped after about our window (256 KiB), not after all 64 MiB.
+    let written = report["written"].as_u64().unwrap();
+    assert!(written < 4 << 20, "{report}");
+    ours.shutdown().await;
+    theirs.stop().await;
+}
+
+/// A reset after the peer's FIN, we reset: the js node answers and FINs, we read the answer to
+/// its end, then reset mid-upload; the js reader must fail with a reset, not end cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
+async fn our_reset_after_js_libp2p_fin_is_a_reset_there() {
+    let mut theirs = JsListener::start().await;
+    let ours = our_host();
+    let peer = tokio::time::timeout(STEP, ours.dial(theirs.addr.clone()))
+        .await
+        .expect("dial timed out")
+        .unwrap();
+    let mut s = ours
+        .new_stream(peer, ["/x/ends/reset-after-fin/1.0.0"])
+        .await
+        .unwrap();
+    s.write_all(b"part one,").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(STEP, s.read_to_end(&mut answer))
+        .await
+        .expect("the js node's FIN ends our read")
+        .expect("a FIN is a clean end");
+    assert_eq!(answer, b"go ahead");
+    s.write_all(b" part two").await.unwrap();
+    s.reset();
+    let report = theirs.wait_for("ends-fin").await;
+    assert_eq!(report["error"], "StreamResetError", "{report}");
+    assert_eq!(report["status"], "reset", "{report}");
     ours.shutdown().await;
     theirs.stop().await;
 }
