@@ -57,9 +57,13 @@ pub(crate) const OPEN_CHANNEL_CAPACITY: usize = 64;
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// The read buffer grows in blocks of this size; frames are parsed in place and data is handed
 /// to streams as slices of it.
-const READ_BLOCK: usize = 128 * 1024;
+const READ_BLOCK: usize = 256 * 1024;
 /// A read is attempted only with at least this much room (noise hands out up to 65,519 bytes).
 const MIN_READ: usize = 64 * 1024;
+/// Reads into the block while at least this much room is left.
+const MIN_READ_MORE: usize = 16 * 1024;
+/// Transport reads per batch fed to the state machine.
+const READS_PER_FEED: usize = 4;
 /// Reads and writes per wake-up before the task yields to others.
 const BUDGET: usize = 32;
 
@@ -149,20 +153,32 @@ impl Io {
         self.read_buf = block;
     }
 
-    /// Reads once. `Ok(true)`: bytes arrived; `Ok(false)`: nothing yet; an end of stream is an
-    /// error (`UnexpectedEof`).
+    /// Reads what the transport has, a few times over (noise hands out one frame per read) so
+    /// that the state machine is fed and streams are woken once per batch. `Ok(true)`: bytes
+    /// arrived; `Ok(false)`: nothing yet; an end of stream is an error (`UnexpectedEof`) once
+    /// everything before it was handed on.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
         self.reserve();
-        let filled = self.filled;
-        match Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf[filled..]) {
-            Poll::Ready(Ok(0)) => Err(io::ErrorKind::UnexpectedEof.into()),
-            Poll::Ready(Ok(n)) => {
-                self.filled += n;
-                Ok(true)
+        let mut got = false;
+        for _ in 0..READS_PER_FEED {
+            let filled = self.filled;
+            if self.read_buf.len() - filled < MIN_READ_MORE {
+                break;
             }
-            Poll::Ready(Err(e)) => Err(e),
-            Poll::Pending => Ok(false),
+            match Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf[filled..]) {
+                Poll::Ready(Ok(0)) if !got => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Poll::Ready(Ok(0)) => break,
+                Poll::Ready(Ok(n)) => {
+                    self.filled += n;
+                    got = true;
+                }
+                Poll::Ready(Err(e)) if !got => return Err(e),
+                // The error comes again on the next read, after these bytes were fed.
+                Poll::Ready(Err(_)) => break,
+                Poll::Pending => break,
+            }
         }
+        Ok(got)
     }
 
     /// Hands what was read to the state machine (which keeps slices of it).

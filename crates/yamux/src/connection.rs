@@ -13,7 +13,7 @@ use crate::{Flags, Mode};
 
 /// Payload chunks at least this long are handed on as slices of the read buffer; shorter ones
 /// are copied, so that a few bytes never pin a whole read buffer.
-const MIN_SLICE: usize = 16 * 1024;
+const MIN_SLICE: usize = 32 * 1024;
 /// How often the round-trip time is measured again while windows are being granted.
 const RTT_REFRESH: Duration = Duration::from_secs(30);
 
