@@ -565,7 +565,10 @@ impl Connection {
     }
 
     fn deliver(&mut self, id: u32, chunk: Bytes) {
-        if let Some(s) = self.streams.get_mut(&id) {
+        // A stream that failed while this frame was arriving (we reset it) keeps nothing more.
+        if let Some(s) = self.streams.get_mut(&id)
+            && s.failure.is_none()
+        {
             s.buffered += chunk.len();
             s.recv_buf.push_back(chunk);
             if std::mem::take(&mut s.read_waiting) {

@@ -559,3 +559,44 @@ fn window_granted_mid_frame_does_not_grant_the_bytes_still_in_flight() {
         p.server.readable_bytes(s)
     );
 }
+
+#[test]
+fn data_arriving_after_our_reset_mid_frame_is_not_buffered() {
+    let config = Config {
+        max_frame_data: 64 * 1024,
+        ..Config::default()
+    };
+    let mut p = Pair::new(config);
+    let id = p.client.open_stream().unwrap().unwrap();
+    let data = vec![9u8; 64 * 1024];
+    p.client.write(id, &data).unwrap();
+    let mut wire = Vec::new();
+    p.client.take_transmit(&mut wire);
+    let half = wire.len() / 2;
+    let mut input = BytesMut::from(&wire[..half]);
+    p.server.handle_input(&mut input, p.now).unwrap();
+    let s = inbound(&mut p.server);
+    let mut buf = vec![0u8; data.len()];
+    assert!(matches!(
+        p.server.read(s, &mut buf, p.now),
+        Ok(ReadOutcome::Data(_))
+    ));
+    assert_eq!(p.server.read(s, &mut buf, p.now), Ok(ReadOutcome::Blocked));
+    // The server gives up on the stream while the rest of the frame is on its way.
+    p.server.reset(s).unwrap();
+    input.extend_from_slice(&wire[half..]);
+    p.server.handle_input(&mut input, p.now).unwrap();
+    assert_eq!(
+        p.server.readable_bytes(s),
+        0,
+        "the rest was kept for nobody"
+    );
+    assert!(
+        drain(&mut p.server).is_empty(),
+        "no wake-up for a stream reset"
+    );
+    assert_eq!(
+        p.server.read(s, &mut buf, p.now),
+        Err(StreamError::ResetLocally)
+    );
+}
