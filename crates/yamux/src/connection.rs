@@ -565,7 +565,10 @@ impl Connection {
     }
 
     fn deliver(&mut self, id: u32, chunk: Bytes) {
-        if let Some(s) = self.streams.get_mut(&id) {
+        // A stream that failed while this frame was arriving (we reset it) keeps nothing more.
+        if let Some(s) = self.streams.get_mut(&id)
+            && s.failure.is_none()
+        {
             s.buffered += chunk.len();
             s.recv_buf.push_back(chunk);
             if std::mem::take(&mut s.read_waiting) {
@@ -609,7 +612,18 @@ impl Connection {
         if s.failure.is_some() || s.remote_fin {
             return;
         }
-        let granted = s.recv_credit as usize + s.buffered;
+        // The rest of a data frame being received was granted already (its length left the
+        // credit when its header came) but is not buffered yet.
+        let in_flight = match self.decode {
+            Decode::Payload {
+                stream,
+                remaining,
+                deliver: true,
+                ..
+            } if stream == id => remaining,
+            _ => 0,
+        };
+        let granted = s.recv_credit as usize + s.buffered + in_flight as usize;
         let room = (s.window as usize).saturating_sub(granted);
         if room < s.window as usize / 2 {
             return;
@@ -626,7 +640,7 @@ impl Connection {
             }
         }
         s.window_epoch = Some(now);
-        let delta = s.window - s.recv_credit - s.buffered as u32;
+        let delta = s.window - s.recv_credit - s.buffered as u32 - in_flight;
         s.recv_credit += delta;
         let mut flags = Flags::default();
         if std::mem::take(&mut s.need_ack) {

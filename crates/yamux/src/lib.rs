@@ -56,6 +56,8 @@ mod config;
 mod connection;
 mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod stream;
 
 pub use config::{Config, INITIAL_WINDOW};

@@ -516,3 +516,87 @@ fn pings_are_answered_and_data_for_unknown_streams_skipped() {
     );
     assert_eq!(server.stream_count(), 0);
 }
+
+#[test]
+fn window_granted_mid_frame_does_not_grant_the_bytes_still_in_flight() {
+    // A window update sent while part of a data frame is still on its way must not give that
+    // frame's remaining bytes to the peer again: what is buffered stays within the window.
+    let config = Config {
+        max_stream_window: INITIAL_WINDOW,
+        max_frame_data: INITIAL_WINDOW as usize,
+        write_buffer: 2 * INITIAL_WINDOW as usize,
+        ..Config::default()
+    };
+    let mut p = Pair::new(config);
+    let id = p.client.open_stream().unwrap().unwrap();
+    let data = vec![5u8; INITIAL_WINDOW as usize];
+    assert_eq!(
+        p.client.write(id, &data).unwrap(),
+        WriteOutcome::Written(data.len())
+    );
+    let mut wire = Vec::new();
+    p.client.take_transmit(&mut wire);
+    // The header and three quarters of the one big frame arrive; the server reads them all.
+    let cut = wire.len() - data.len() / 4;
+    let mut input = BytesMut::from(&wire[..cut]);
+    p.server.handle_input(&mut input, p.now).unwrap();
+    let s = inbound(&mut p.server);
+    let mut buf = vec![0u8; data.len()];
+    assert_eq!(
+        p.server.read(s, &mut buf, p.now).unwrap(),
+        ReadOutcome::Data(data.len() * 3 / 4)
+    );
+    input.extend_from_slice(&wire[cut..]);
+    p.server.handle_input(&mut input, p.now).unwrap();
+    p.settle();
+    // The client sends all it may.
+    while let WriteOutcome::Written(_) = p.client.write(id, &data).unwrap() {
+        p.settle();
+    }
+    assert!(
+        p.server.readable_bytes(s) <= INITIAL_WINDOW as usize,
+        "{} bytes buffered over a window of {INITIAL_WINDOW}",
+        p.server.readable_bytes(s)
+    );
+}
+
+#[test]
+fn data_arriving_after_our_reset_mid_frame_is_not_buffered() {
+    let config = Config {
+        max_frame_data: 64 * 1024,
+        ..Config::default()
+    };
+    let mut p = Pair::new(config);
+    let id = p.client.open_stream().unwrap().unwrap();
+    let data = vec![9u8; 64 * 1024];
+    p.client.write(id, &data).unwrap();
+    let mut wire = Vec::new();
+    p.client.take_transmit(&mut wire);
+    let half = wire.len() / 2;
+    let mut input = BytesMut::from(&wire[..half]);
+    p.server.handle_input(&mut input, p.now).unwrap();
+    let s = inbound(&mut p.server);
+    let mut buf = vec![0u8; data.len()];
+    assert!(matches!(
+        p.server.read(s, &mut buf, p.now),
+        Ok(ReadOutcome::Data(_))
+    ));
+    assert_eq!(p.server.read(s, &mut buf, p.now), Ok(ReadOutcome::Blocked));
+    // The server gives up on the stream while the rest of the frame is on its way.
+    p.server.reset(s).unwrap();
+    input.extend_from_slice(&wire[half..]);
+    p.server.handle_input(&mut input, p.now).unwrap();
+    assert_eq!(
+        p.server.readable_bytes(s),
+        0,
+        "the rest was kept for nobody"
+    );
+    assert!(
+        drain(&mut p.server).is_empty(),
+        "no wake-up for a stream reset"
+    );
+    assert_eq!(
+        p.server.read(s, &mut buf, p.now),
+        Err(StreamError::ResetLocally)
+    );
+}
