@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
-use p2pnet_host::{Host, InboundStream, Multiaddr, PeerId, Protocol, Stream, protocol_names};
+use p2pnet_host::{Host, InboundStream, Multiaddr, PeerId, Protocol, Stream};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,9 +18,6 @@ use crate::registry::{
     StreamInfo, StreamRegistry,
 };
 use crate::{ForwardConfig, ForwardError};
-
-/// The longest protocol name multistream-select carries.
-const MAX_PROTOCOL_LEN: usize = 140;
 
 /// Options of a remote listener ([`Forwarder::listen`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,7 +109,7 @@ impl Forwarder {
     ) -> Result<ListenerInfo, ForwardError> {
         let inner = &self.inner;
         inner.check_running()?;
-        check_protocol(protocol, &inner.config)?;
+        inner.config.check_protocol(protocol)?;
         let endpoint = Endpoint::parse(&listen_addr)?;
         let wildcard_port = matches!(endpoint, Endpoint::Tcp(sa) if sa.port() == 0);
         if !wildcard_port
@@ -163,7 +160,7 @@ impl Forwarder {
     ) -> Result<ListenerInfo, ForwardError> {
         let inner = &self.inner;
         inner.check_running()?;
-        check_protocol(protocol, &inner.config)?;
+        inner.config.check_protocol(protocol)?;
         let target = Endpoint::parse(&target_addr)?;
         let info = ListenerInfo {
             id: inner.listeners.next_id(),
@@ -356,33 +353,6 @@ impl Drop for Protection {
     fn drop(&mut self) {
         self.host.unprotect(&self.peer);
     }
-}
-
-/// Checks a tunnel protocol name: a valid libp2p protocol name, under `/x/` unless custom
-/// protocols are allowed, and never a built-in protocol.
-fn check_protocol(protocol: &str, config: &ForwardConfig) -> Result<(), ForwardError> {
-    let invalid = |reason| ForwardError::InvalidProtocol {
-        protocol: protocol.to_owned(),
-        reason,
-    };
-    if !protocol.starts_with('/') {
-        return Err(invalid("must start with '/'"));
-    }
-    if protocol.len() > MAX_PROTOCOL_LEN {
-        return Err(invalid("longer than 140 bytes"));
-    }
-    if protocol.chars().any(char::is_control) {
-        return Err(invalid("contains control characters"));
-    }
-    if protocol == protocol_names::PING || protocol == protocol_names::IDENTIFY {
-        return Err(ForwardError::ReservedProtocol(protocol.to_owned()));
-    }
-    if !config.allow_custom_protocols && !protocol.starts_with("/x/") {
-        return Err(invalid(
-            "must start with /x/ unless custom protocols are allowed",
-        ));
-    }
-    Ok(())
 }
 
 async fn accept_loop(

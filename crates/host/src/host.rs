@@ -23,7 +23,10 @@ use crate::peer_store::PeerStore;
 use crate::protocols::{identify, ping};
 use crate::stream::StreamGuard;
 use crate::transport::{self, BoxedTransport};
-use crate::{HostConfig, HostError, HostEvent, HostMetrics, InboundStream, LimitKind, Stream};
+use crate::{
+    HostConfig, HostError, HostEvent, HostMetrics, InboundStream, LimitKind, Stream,
+    validate_protocol,
+};
 
 /// A stream handler: called with every inbound stream negotiated on its protocol. The future
 /// runs on a task the host owns; it is cancelled when the host shuts down.
@@ -31,8 +34,6 @@ type HandlerFn = Arc<dyn Fn(InboundStream) -> BoxFuture<'static, ()> + Send + Sy
 
 /// Capacity of the host event channel; a subscriber that falls further behind misses events.
 const EVENT_CAPACITY: usize = 1024;
-/// The longest protocol name multistream-select carries.
-const MAX_PROTOCOL_LEN: usize = 140;
 
 /// Information about one live connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,7 +227,10 @@ impl Host {
     {
         let protocols: Vec<String> = protocols.into_iter().map(Into::into).collect();
         if protocols.is_empty() {
-            return Err(HostError::InvalidProtocol(String::new()));
+            return Err(HostError::InvalidProtocol {
+                protocol: String::new(),
+                reason: "no protocol proposed",
+            });
         }
         for p in &protocols {
             validate_protocol(p)?;
@@ -378,13 +382,6 @@ impl Host {
         self.inner.handlers.write().clear();
         self.inner.listeners.lock().clear();
     }
-}
-
-fn validate_protocol(protocol: &str) -> Result<(), HostError> {
-    if !protocol.starts_with('/') || protocol.len() > MAX_PROTOCOL_LEN || protocol.contains('\n') {
-        return Err(HostError::InvalidProtocol(protocol.to_owned()));
-    }
-    Ok(())
 }
 
 impl HostInner {

@@ -48,6 +48,7 @@ mod log;
 mod metrics;
 mod muxer;
 mod peer_store;
+mod protocol_name;
 mod protocols;
 mod stream;
 mod transport;
@@ -63,6 +64,7 @@ pub use libp2p_identity::{Keypair, PeerId, PublicKey};
 pub use metrics::HostMetrics;
 pub use multiaddr::{Multiaddr, Protocol};
 pub use peer_store::{PERMANENT_ADDR_TTL, PeerStore, RECENT_ADDR_TTL};
+pub use protocol_name::{MAX_PROTOCOL_LEN, validate_protocol};
 pub use stream::{InboundStream, Stream};
 
 /// Protocol names of the built-in protocols.

@@ -248,10 +248,10 @@ async fn invalid_protocol_names_are_rejected() {
     let h = host(HostConfig::default());
     assert!(matches!(
         h.set_stream_handler("no-slash", |_s| async {}),
-        Err(HostError::InvalidProtocol(_))
+        Err(HostError::InvalidProtocol { .. })
     ));
     let err = h.new_stream(h.peer_id(), ["bad"]).await.unwrap_err();
-    assert!(matches!(err, HostError::InvalidProtocol(_)));
+    assert!(matches!(err, HostError::InvalidProtocol { .. }));
     h.shutdown().await;
 }
 
