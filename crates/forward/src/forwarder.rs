@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
-use p2pnet_host::{Host, InboundStream, Multiaddr, PeerId, Protocol, Stream};
+use p2pnet_host::{Host, HostError, InboundStream, Multiaddr, PeerId, Protocol, Stream};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,8 +14,8 @@ use crate::bridge::{self, BridgeEnd};
 use crate::endpoint::{self, Endpoint, LocalConn, LocalListener};
 use crate::limits::{RefusedStreams, StreamLimits, StreamPermit};
 use crate::registry::{
-    Counters, Direction, ListenerFilter, ListenerInfo, ListenerRegistry, Origin, StreamId,
-    StreamInfo, StreamRegistry,
+    Counters, Direction, ListenerFilter, ListenerInfo, ListenerRegistry, ListenerStop, Origin,
+    StreamId, StreamInfo, StreamRegistry,
 };
 use crate::{ForwardConfig, ForwardError};
 
@@ -136,7 +136,11 @@ impl Forwarder {
             if v.endpoint_forwarded(&bound) {
                 return Err(ForwardError::ListenAddrInUse(info.listen_addr.clone()));
             }
-            v.insert(info.clone(), Some(bound), cancel.clone());
+            v.insert(
+                info.clone(),
+                Some(bound),
+                ListenerStop::Accept(cancel.clone()),
+            );
             Ok(())
         })?;
         tracing::info!(listener = %info.id, %protocol, addr = %info.listen_addr, %peer, "forwarding");
@@ -179,13 +183,16 @@ impl Forwarder {
             if v.protocol_listened(protocol) {
                 return Err(ForwardError::ProtocolInUse(protocol.to_owned()));
             }
-            if inner.host.check_proto_exists(protocol) {
-                return Err(ForwardError::ReservedProtocol(protocol.to_owned()));
-            }
-            inner
+            let registration = inner
                 .host
-                .set_stream_handler(protocol, move |s| handler.clone().handle(s))?;
-            v.insert(info.clone(), None, CancellationToken::new());
+                .set_stream_handler(protocol, move |s| handler.clone().handle(s))
+                .map_err(|e| match e {
+                    HostError::ProtocolTaken { protocol } => {
+                        ForwardError::ReservedProtocol(protocol)
+                    }
+                    other => ForwardError::Host(other),
+                })?;
+            v.insert(info.clone(), None, ListenerStop::Handler(registration));
             Ok(())
         })?;
         tracing::info!(listener = %info.id, %protocol, target = %info.target_addr, "listening");
@@ -254,16 +261,14 @@ impl Inner {
 
     fn close_listeners(&self, filter: &ListenerFilter) -> usize {
         let taken = self.listeners.take_matching(filter);
-        for (info, cancel) in &taken {
-            match info.direction {
-                Direction::Local => cancel.cancel(),
-                Direction::Remote => {
-                    self.host.remove_stream_handler(&info.protocol);
-                }
-            }
+        let closed = taken.len();
+        for (info, stop) in taken {
+            // A local listener's accept loop is cancelled; a remote listener's stream handler
+            // goes with its registration.
+            stop.stop();
             tracing::info!(listener = %info.id, protocol = %info.protocol, "listener closed");
         }
-        taken.len()
+        closed
     }
 
     /// A slot for one more bridged stream of `listener` (from `remote_peer` if it came in

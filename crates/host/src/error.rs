@@ -130,6 +130,13 @@ pub enum HostError {
         /// Which rule it breaks.
         reason: &'static str,
     },
+    /// The protocol already has a stream handler (a built-in one or another registration's);
+    /// it serves on, untouched. Drop its registration first to serve the protocol otherwise.
+    #[error("protocol {protocol:?} already has a stream handler")]
+    ProtocolTaken {
+        /// The protocol asked for.
+        protocol: String,
+    },
     /// Reading or writing a key file failed.
     #[error("key file {path}: {source}")]
     KeyFileIo {
