@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use p2pnet_host::{Host, HostConfig, InboundStream, generate_keypair, with_p2p};
+use p2pnet_host::{
+    Host, HostConfig, InboundStream, StreamHandlerRegistration, generate_keypair, with_p2p,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::report::Figure;
@@ -48,13 +50,17 @@ async fn send<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn host_pair(config: HostConfig) -> Result<(Host, Host, p2pnet_host::PeerId)> {
+/// A server serving [`SINK`] (for as long as the returned registration lives) and a client
+/// connected to it.
+async fn host_pair(
+    config: HostConfig,
+) -> Result<(Host, Host, p2pnet_host::PeerId, StreamHandlerRegistration)> {
     let server = Host::new(generate_keypair(), config.clone())?;
     let addr = server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
-    server.set_stream_handler(SINK, |s: InboundStream| sink(s.stream))?;
+    let sink_handler = server.set_stream_handler(SINK, |s: InboundStream| sink(s.stream))?;
     let client = Host::new(generate_keypair(), config)?;
     let peer = client.dial(with_p2p(&addr, server.peer_id())).await?;
-    Ok((server, client, peer))
+    Ok((server, client, peer, sink_handler))
 }
 
 pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<Vec<Figure>> {
@@ -75,7 +81,7 @@ pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<V
             tokio::spawn(sink(s));
         }
     });
-    let (server, client, peer) = host_pair(config).await?;
+    let (server, client, peer, _sink) = host_pair(config).await?;
     let mut theirs = rust_libp2p::Pair::new().await?;
 
     let mut tcp = Figure::new("tcp.throughput", "MiB/s", true);
@@ -209,7 +215,7 @@ pub(crate) async fn connect_only(
     let mut figure = Figure::new(&format!("{route}.connect"), "µs", false);
     match route {
         "ours" => {
-            let (server, client, _) = host_pair(HostConfig {
+            let (server, client, _, _sink) = host_pair(HostConfig {
                 identify: server_identify,
                 ..HostConfig::default()
             })
@@ -240,7 +246,7 @@ pub(crate) async fn stream_open_only(route: &str, n: usize) -> Result<Vec<Figure
     let mut figure = Figure::new(&format!("{route}.stream_open"), "µs", false);
     match route {
         "ours" => {
-            let (server, client, peer) = host_pair(HostConfig::default()).await?;
+            let (server, client, peer, _sink) = host_pair(HostConfig::default()).await?;
             let t = Instant::now();
             for _ in 0..n {
                 let mut s = client.new_stream(peer, [SINK]).await?;

@@ -138,16 +138,17 @@ impl JsListener {
     }
 }
 
-/// Our host with an echo handler on `/x/echo/1.0.0`.
-fn our_host() -> Host {
+/// Our host with an echo handler on `/x/echo/1.0.0`, serving while the registration lives.
+fn our_host() -> (Host, p2pnet_host::StreamHandlerRegistration) {
     let ours = Host::new(generate_keypair(), HostConfig::default()).unwrap();
-    ours.set_stream_handler(ECHO, |mut s: p2pnet_host::InboundStream| async move {
-        let (mut r, mut w) = tokio::io::split(&mut s.stream);
-        let _ = tokio::io::copy(&mut r, &mut w).await;
-        let _ = w.shutdown().await;
-    })
-    .unwrap();
-    ours
+    let echo = ours
+        .set_stream_handler(ECHO, |mut s: p2pnet_host::InboundStream| async move {
+            let (mut r, mut w) = tokio::io::split(&mut s.stream);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            let _ = w.shutdown().await;
+        })
+        .unwrap();
+    (ours, echo)
 }
 
 async fn agent_in_peer_store(ours: &Host, peer: &PeerId) -> String {
@@ -166,7 +167,7 @@ async fn agent_in_peer_store(ours: &Host, peer: &PeerId) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
 async fn js_libp2p_dials_us_pings_identifies_and_echoes() {
-    let ours = our_host();
+    let (ours, _echo) = our_host();
     let addr = ours
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .await
@@ -229,7 +230,7 @@ async fn js_libp2p_dials_us_pings_identifies_and_echoes() {
 #[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
 async fn we_dial_js_libp2p_ping_identify_and_echo() {
     let mut theirs = JsListener::start().await;
-    let ours = our_host();
+    let (ours, _echo) = our_host();
     let peer = tokio::time::timeout(STEP, ours.dial(theirs.addr.clone()))
         .await
         .expect("dial timed out")
@@ -286,7 +287,7 @@ async fn we_dial_js_libp2p_ping_identify_and_echo() {
 #[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
 async fn js_libp2p_with_wrong_peer_id_is_refused() {
     let theirs = JsListener::start().await;
-    let ours = our_host();
+    let (ours, _echo) = our_host();
     let impostor = PeerId::random();
     let wrong = p2pnet_host::with_p2p(&theirs.addr, impostor);
     let res = tokio::time::timeout(STEP, ours.dial(wrong))

@@ -41,12 +41,13 @@ async fn rust_libp2p_dials_us_and_opens_our_protocol() {
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .await
         .unwrap();
-    ours.set_stream_handler(ECHO, |mut s: p2pnet_host::InboundStream| async move {
-        let (mut r, mut w) = tokio::io::split(&mut s.stream);
-        let _ = tokio::io::copy(&mut r, &mut w).await;
-        let _ = w.shutdown().await;
-    })
-    .unwrap();
+    let _echo = ours
+        .set_stream_handler(ECHO, |mut s: p2pnet_host::InboundStream| async move {
+            let (mut r, mut w) = tokio::io::split(&mut s.stream);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            let _ = w.shutdown().await;
+        })
+        .unwrap();
     let mut events = ours.events();
 
     let mut theirs = RustPeer::start().await;

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use p2pnet_host::{HostError, protocol_names, validate_protocol};
 use serde::{Deserialize, Serialize};
+
+use crate::ForwardError;
 
 /// The smallest bridge buffer accepted; smaller values are raised to it.
 pub(crate) const MIN_BUFFER_SIZE: usize = 1024;
@@ -60,6 +63,29 @@ impl Default for ForwardConfig {
 }
 
 impl ForwardConfig {
+    /// Checks a tunnel protocol name as [`crate::Forwarder::forward`] and
+    /// [`crate::Forwarder::listen`] do: first the host's rule for every protocol name
+    /// ([`p2pnet_host::validate_protocol`]), then this crate's: never a built-in protocol of the
+    /// host, and under `/x/` unless [`ForwardConfig::allow_custom_protocols`].
+    pub fn check_protocol(&self, protocol: &str) -> Result<(), ForwardError> {
+        validate_protocol(protocol).map_err(|e| match e {
+            HostError::InvalidProtocol { protocol, reason } => {
+                ForwardError::InvalidProtocol { protocol, reason }
+            }
+            other => ForwardError::Host(other),
+        })?;
+        if protocol == protocol_names::PING || protocol == protocol_names::IDENTIFY {
+            return Err(ForwardError::ReservedProtocol(protocol.to_owned()));
+        }
+        if !self.allow_custom_protocols && !protocol.starts_with("/x/") {
+            return Err(ForwardError::InvalidProtocol {
+                protocol: protocol.to_owned(),
+                reason: "must start with /x/ unless custom protocols are allowed",
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn effective_buffer_size(&self) -> usize {
         self.buffer_size.clamp(MIN_BUFFER_SIZE, MAX_BUFFER_SIZE)
     }

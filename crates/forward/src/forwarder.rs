@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
-use p2pnet_host::{Host, InboundStream, Multiaddr, PeerId, Protocol, Stream, protocol_names};
+use p2pnet_host::{Host, HostError, InboundStream, Multiaddr, PeerId, Protocol, Stream};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,13 +14,10 @@ use crate::bridge::{self, BridgeEnd};
 use crate::endpoint::{self, Endpoint, LocalConn, LocalListener};
 use crate::limits::{RefusedStreams, StreamLimits, StreamPermit};
 use crate::registry::{
-    Counters, Direction, ListenerFilter, ListenerInfo, ListenerRegistry, Origin, StreamId,
-    StreamInfo, StreamRegistry,
+    Counters, Direction, ListenerFilter, ListenerInfo, ListenerRegistry, ListenerStop, Origin,
+    StreamId, StreamInfo, StreamRegistry,
 };
 use crate::{ForwardConfig, ForwardError};
-
-/// The longest protocol name multistream-select carries.
-const MAX_PROTOCOL_LEN: usize = 140;
 
 /// Options of a remote listener ([`Forwarder::listen`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,7 +109,7 @@ impl Forwarder {
     ) -> Result<ListenerInfo, ForwardError> {
         let inner = &self.inner;
         inner.check_running()?;
-        check_protocol(protocol, &inner.config)?;
+        inner.config.check_protocol(protocol)?;
         let endpoint = Endpoint::parse(&listen_addr)?;
         let wildcard_port = matches!(endpoint, Endpoint::Tcp(sa) if sa.port() == 0);
         if !wildcard_port
@@ -139,7 +136,11 @@ impl Forwarder {
             if v.endpoint_forwarded(&bound) {
                 return Err(ForwardError::ListenAddrInUse(info.listen_addr.clone()));
             }
-            v.insert(info.clone(), Some(bound), cancel.clone());
+            v.insert(
+                info.clone(),
+                Some(bound),
+                ListenerStop::Accept(cancel.clone()),
+            );
             Ok(())
         })?;
         tracing::info!(listener = %info.id, %protocol, addr = %info.listen_addr, %peer, "forwarding");
@@ -163,7 +164,7 @@ impl Forwarder {
     ) -> Result<ListenerInfo, ForwardError> {
         let inner = &self.inner;
         inner.check_running()?;
-        check_protocol(protocol, &inner.config)?;
+        inner.config.check_protocol(protocol)?;
         let target = Endpoint::parse(&target_addr)?;
         let info = ListenerInfo {
             id: inner.listeners.next_id(),
@@ -182,13 +183,16 @@ impl Forwarder {
             if v.protocol_listened(protocol) {
                 return Err(ForwardError::ProtocolInUse(protocol.to_owned()));
             }
-            if inner.host.check_proto_exists(protocol) {
-                return Err(ForwardError::ReservedProtocol(protocol.to_owned()));
-            }
-            inner
+            let registration = inner
                 .host
-                .set_stream_handler(protocol, move |s| handler.clone().handle(s))?;
-            v.insert(info.clone(), None, CancellationToken::new());
+                .set_stream_handler(protocol, move |s| handler.clone().handle(s))
+                .map_err(|e| match e {
+                    HostError::ProtocolTaken { protocol } => {
+                        ForwardError::ReservedProtocol(protocol)
+                    }
+                    other => ForwardError::Host(other),
+                })?;
+            v.insert(info.clone(), None, ListenerStop::Handler(registration));
             Ok(())
         })?;
         tracing::info!(listener = %info.id, %protocol, target = %info.target_addr, "listening");
@@ -257,16 +261,14 @@ impl Inner {
 
     fn close_listeners(&self, filter: &ListenerFilter) -> usize {
         let taken = self.listeners.take_matching(filter);
-        for (info, cancel) in &taken {
-            match info.direction {
-                Direction::Local => cancel.cancel(),
-                Direction::Remote => {
-                    self.host.remove_stream_handler(&info.protocol);
-                }
-            }
+        let closed = taken.len();
+        for (info, stop) in taken {
+            // A local listener's accept loop is cancelled; a remote listener's stream handler
+            // goes with its registration.
+            stop.stop();
             tracing::info!(listener = %info.id, protocol = %info.protocol, "listener closed");
         }
-        taken.len()
+        closed
     }
 
     /// A slot for one more bridged stream of `listener` (from `remote_peer` if it came in
@@ -356,33 +358,6 @@ impl Drop for Protection {
     fn drop(&mut self) {
         self.host.unprotect(&self.peer);
     }
-}
-
-/// Checks a tunnel protocol name: a valid libp2p protocol name, under `/x/` unless custom
-/// protocols are allowed, and never a built-in protocol.
-fn check_protocol(protocol: &str, config: &ForwardConfig) -> Result<(), ForwardError> {
-    let invalid = |reason| ForwardError::InvalidProtocol {
-        protocol: protocol.to_owned(),
-        reason,
-    };
-    if !protocol.starts_with('/') {
-        return Err(invalid("must start with '/'"));
-    }
-    if protocol.len() > MAX_PROTOCOL_LEN {
-        return Err(invalid("longer than 140 bytes"));
-    }
-    if protocol.chars().any(char::is_control) {
-        return Err(invalid("contains control characters"));
-    }
-    if protocol == protocol_names::PING || protocol == protocol_names::IDENTIFY {
-        return Err(ForwardError::ReservedProtocol(protocol.to_owned()));
-    }
-    if !config.allow_custom_protocols && !protocol.starts_with("/x/") {
-        return Err(invalid(
-            "must start with /x/ unless custom protocols are allowed",
-        ));
-    }
-    Ok(())
 }
 
 async fn accept_loop(

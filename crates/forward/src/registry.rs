@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
-use p2pnet_host::{Multiaddr, PeerId};
+use p2pnet_host::{Multiaddr, PeerId, StreamHandlerRegistration};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -207,8 +207,26 @@ struct ListenerEntry {
     info: ListenerInfo,
     /// The local endpoint of a local listener (for conflict checks).
     endpoint: Option<Endpoint>,
-    /// Stops a local listener's accept loop.
-    cancel: CancellationToken,
+    stop: ListenerStop,
+}
+
+/// What stops a listener.
+#[derive(Debug)]
+pub(crate) enum ListenerStop {
+    /// Cancels a local listener's accept loop.
+    Accept(CancellationToken),
+    /// A remote listener's stream handler: it serves until this is dropped.
+    Handler(StreamHandlerRegistration),
+}
+
+impl ListenerStop {
+    /// Stops the listener: cancels the accept loop, or drops the handler's registration.
+    pub(crate) fn stop(self) {
+        match self {
+            ListenerStop::Accept(cancel) => cancel.cancel(),
+            ListenerStop::Handler(registration) => drop(registration),
+        }
+    }
 }
 
 /// The listeners of a [`crate::Forwarder`].
@@ -265,7 +283,7 @@ impl ListenerRegistry {
     pub(crate) fn take_matching(
         &self,
         filter: &ListenerFilter,
-    ) -> Vec<(ListenerInfo, CancellationToken)> {
+    ) -> Vec<(ListenerInfo, ListenerStop)> {
         let mut entries = self.entries.lock();
         let ids: Vec<ListenerId> = entries
             .values()
@@ -274,7 +292,7 @@ impl ListenerRegistry {
             .collect();
         ids.into_iter()
             .filter_map(|id| entries.remove(&id))
-            .map(|e| (e.info, e.cancel))
+            .map(|e| (e.info, e.stop))
             .collect()
     }
 
@@ -306,14 +324,14 @@ impl RegistryView<'_> {
         &mut self,
         info: ListenerInfo,
         endpoint: Option<Endpoint>,
-        cancel: CancellationToken,
+        stop: ListenerStop,
     ) {
         self.entries.insert(
             info.id,
             ListenerEntry {
                 info,
                 endpoint,
-                cancel,
+                stop,
             },
         );
     }

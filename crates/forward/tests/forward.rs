@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use p2pnet_forward::{
-    Direction, ExistingStreams, ForwardConfig, ForwardError, ListenOptions, ListenerFilter, Origin,
+    Direction, ExistingStreams, ForwardConfig, ForwardError, Forwarder, ListenOptions,
+    ListenerFilter, Origin,
 };
 use p2pnet_host::{Multiaddr, Protocol, generate_keypair};
 use sha2::{Digest, Sha256};
@@ -370,7 +371,7 @@ async fn conflicts_are_clear_errors() {
         other => panic!("unexpected {other}"),
     }
     // A protocol another component of the host serves cannot be taken over.
-    nodes
+    let _theirs = nodes
         .b
         .set_stream_handler("/x/theirs", |_s| async {})
         .unwrap();
@@ -379,6 +380,7 @@ async fn conflicts_are_clear_errors() {
         .listen("/x/theirs", echo.addr.clone(), ListenOptions::default())
         .unwrap_err();
     assert!(matches!(e, ForwardError::ReservedProtocol(_)), "{e}");
+    assert!(nodes.b.check_proto_exists("/x/theirs"), "left in place");
     // Unsupported addresses.
     let e = nodes
         .fb
@@ -856,5 +858,31 @@ async fn a_peer_at_its_stream_cap_locks_out_neither_other_peers_nor_local_client
         c.shutdown().await;
     })
     .await;
+    nodes.shutdown().await;
+}
+
+/// A listener's stream handler belongs to its registration: closing the listener frees the
+/// protocol for a new listener, and a forwarder dropped without shutdown takes its handlers with
+/// it.
+#[tokio::test]
+async fn listener_handlers_go_with_their_listeners() {
+    let nodes = Nodes::new().await;
+    let target = tcp_addr(dead_port().await);
+    let f = Forwarder::new(nodes.b.clone(), ForwardConfig::default());
+    f.listen("/x/again", target.clone(), ListenOptions::default())
+        .unwrap();
+    assert_eq!(
+        f.close_listeners(&ListenerFilter::protocol("/x/again"), ExistingStreams::Keep),
+        1
+    );
+    assert!(!nodes.b.check_proto_exists("/x/again"));
+    f.listen("/x/again", target.clone(), ListenOptions::default())
+        .unwrap();
+    f.listen("/x/other", target, ListenOptions::default())
+        .unwrap();
+    assert!(nodes.b.check_proto_exists("/x/again"));
+    drop(f);
+    assert!(!nodes.b.check_proto_exists("/x/again"));
+    assert!(!nodes.b.check_proto_exists("/x/other"));
     nodes.shutdown().await;
 }

@@ -121,9 +121,22 @@ pub enum HostError {
         #[source]
         source: Arc<io::Error>,
     },
-    /// A protocol name that multistream-select cannot carry (must start with `/`, at most 140 bytes).
-    #[error("invalid protocol name {0:?}")]
-    InvalidProtocol(String),
+    /// A protocol name that multistream-select cannot carry (see [`crate::validate_protocol`]:
+    /// it must start with `/`, be at most 140 bytes long and hold no control character).
+    #[error("invalid protocol name {protocol:?}: {reason}")]
+    InvalidProtocol {
+        /// The name given.
+        protocol: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// The protocol already has a stream handler (a built-in one or another registration's);
+    /// it serves on, untouched. Drop its registration first to serve the protocol otherwise.
+    #[error("protocol {protocol:?} already has a stream handler")]
+    ProtocolTaken {
+        /// The protocol asked for.
+        protocol: String,
+    },
     /// Reading or writing a key file failed.
     #[error("key file {path}: {source}")]
     KeyFileIo {

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use libp2p_identity::{Keypair, PeerId};
 use multiaddr::Multiaddr;
 use multistream_select::{NegotiationError, Version};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::{self, ConnectionHandle, ConnectionId, Direction};
+use crate::handlers::{HandlerFn, Handlers, StreamHandlerRegistration, StreamReceiver};
 use crate::listen::ListenerEntry;
 use crate::metrics::Metrics;
 use crate::muxer::{MuxStream, Shared};
@@ -23,16 +23,13 @@ use crate::peer_store::PeerStore;
 use crate::protocols::{identify, ping};
 use crate::stream::StreamGuard;
 use crate::transport::{self, BoxedTransport};
-use crate::{HostConfig, HostError, HostEvent, HostMetrics, InboundStream, LimitKind, Stream};
-
-/// A stream handler: called with every inbound stream negotiated on its protocol. The future
-/// runs on a task the host owns; it is cancelled when the host shuts down.
-type HandlerFn = Arc<dyn Fn(InboundStream) -> BoxFuture<'static, ()> + Send + Sync>;
+use crate::{
+    HostConfig, HostError, HostEvent, HostMetrics, InboundStream, LimitKind, Stream,
+    validate_protocol,
+};
 
 /// Capacity of the host event channel; a subscriber that falls further behind misses events.
 const EVENT_CAPACITY: usize = 1024;
-/// The longest protocol name multistream-select carries.
-const MAX_PROTOCOL_LEN: usize = 140;
 
 /// Information about one live connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +74,7 @@ pub(crate) struct HostInner {
     pub(crate) listeners: Mutex<HashMap<u64, ListenerEntry>>,
     pub(crate) connections: Mutex<HashMap<PeerId, Vec<ConnectionHandle>>>,
     pub(crate) pending_dials: crate::dial::PendingDials,
-    handlers: RwLock<HashMap<String, HandlerFn>>,
+    pub(crate) handlers: Handlers,
     pub(crate) peer_store: PeerStore,
     events: broadcast::Sender<HostEvent>,
     pub(crate) metrics: Arc<Metrics>,
@@ -113,7 +110,7 @@ impl Host {
             listeners: Mutex::default(),
             connections: Mutex::default(),
             pending_dials: Default::default(),
-            handlers: RwLock::default(),
+            handlers: Handlers::default(),
             peer_store: PeerStore::default(),
             events,
             metrics: Arc::default(),
@@ -127,9 +124,10 @@ impl Host {
             pending_incoming: Default::default(),
         });
         let host = Host { inner };
-        host.set_stream_handler(ping::PROTOCOL, ping::serve)?;
+        // The built-in handlers have no registration: they serve for the host's lifetime.
+        host.inner.add_handler(ping::PROTOCOL, ping::serve)?;
         let weak = Arc::downgrade(&host.inner);
-        host.set_stream_handler(identify::PROTOCOL, move |s| {
+        host.inner.add_handler(identify::PROTOCOL, move |s| {
             let weak = weak.clone();
             async move {
                 if let Some(inner) = weak.upgrade() {
@@ -161,59 +159,63 @@ impl Host {
         &self.inner.peer_store
     }
 
-    /// Registers `handler` for inbound streams on `protocol`, replacing any handler already there.
+    /// Registers `handler` for inbound streams on `protocol` and returns its registration: the
+    /// handler serves until the registration is dropped (or the host shuts down).
     ///
     /// The handler is called with each negotiated inbound stream; the future it returns runs on a
-    /// task owned by the host and is cancelled at shutdown.
+    /// task owned by the host and is cancelled at shutdown. A protocol has at most one handler:
+    /// if it already has one (a built-in protocol, or another registration that is still alive),
+    /// this fails with [`HostError::ProtocolTaken`] and the handler there serves on. The name
+    /// must pass [`crate::validate_protocol`]; after [`Host::shutdown`] this fails with
+    /// [`HostError::ShutDown`].
     pub fn set_stream_handler<F, Fut>(
         &self,
         protocol: impl Into<String>,
         handler: F,
-    ) -> Result<(), HostError>
+    ) -> Result<StreamHandlerRegistration, HostError>
     where
         F: Fn(InboundStream) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let protocol = protocol.into();
-        validate_protocol(&protocol)?;
-        let handler: HandlerFn = Arc::new(move |s| Box::pin(handler(s)));
-        self.inner.handlers.write().insert(protocol, handler);
-        Ok(())
+        let id = self.inner.add_handler(&protocol, handler)?;
+        tracing::debug!(%protocol, "stream handler registered");
+        Ok(StreamHandlerRegistration::new(
+            Arc::downgrade(&self.inner),
+            protocol,
+            id,
+        ))
     }
 
-    /// Registers `protocol` and returns a bounded channel of its inbound streams. When the
-    /// channel is full, new streams wait (each holding a slot of its connection's stream limit).
+    /// Registers `protocol` (as [`Host::set_stream_handler`] does, with the same errors) and
+    /// returns a bounded channel of its inbound streams that owns the registration: dropping the
+    /// receiver removes the handler. When the channel is full, new streams wait (each holding a
+    /// slot of its connection's stream limit).
     pub fn accept_streams(
         &self,
         protocol: impl Into<String>,
         capacity: usize,
-    ) -> Result<mpsc::Receiver<InboundStream>, HostError> {
+    ) -> Result<StreamReceiver, HostError> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.set_stream_handler(protocol, move |s| {
+        let registration = self.set_stream_handler(protocol, move |s| {
             let tx = tx.clone();
             async move {
                 let _ = tx.send(s).await;
             }
         })?;
-        Ok(rx)
-    }
-
-    /// Removes the handler of `protocol`; returns whether there was one. New inbound streams on it
-    /// are then refused by negotiation; streams already handed out run on.
-    pub fn remove_stream_handler(&self, protocol: &str) -> bool {
-        self.inner.handlers.write().remove(protocol).is_some()
+        Ok(StreamReceiver::new(rx, registration))
     }
 
     /// The protocols this host serves, sorted.
     pub fn protocols(&self) -> Vec<String> {
-        let mut p: Vec<String> = self.inner.handlers.read().keys().cloned().collect();
+        let mut p = self.inner.handlers.names();
         p.sort();
         p
     }
 
     /// Whether a handler is registered for `protocol`.
     pub fn check_proto_exists(&self, protocol: &str) -> bool {
-        self.inner.handlers.read().contains_key(protocol)
+        self.inner.handlers.contains(protocol)
     }
 
     /// Opens a stream to `peer`, negotiating the first of `protocols` the peer supports.
@@ -226,7 +228,10 @@ impl Host {
     {
         let protocols: Vec<String> = protocols.into_iter().map(Into::into).collect();
         if protocols.is_empty() {
-            return Err(HostError::InvalidProtocol(String::new()));
+            return Err(HostError::InvalidProtocol {
+                protocol: String::new(),
+                reason: "no protocol proposed",
+            });
         }
         for p in &protocols {
             validate_protocol(p)?;
@@ -374,17 +379,11 @@ impl Host {
         // Callers still waiting for a coalesced dial learn that the host is gone.
         self.inner.pending_dials.lock().clear();
         self.inner.tasks.wait().await;
-        // Handlers may hold host handles: dropping them breaks the reference cycle.
-        self.inner.handlers.write().clear();
+        // Handlers may hold host handles: dropping them breaks the reference cycle. They are
+        // dropped after the table's lock is released, since they may own registrations.
+        drop(self.inner.handlers.take_all());
         self.inner.listeners.lock().clear();
     }
-}
-
-fn validate_protocol(protocol: &str) -> Result<(), HostError> {
-    if !protocol.starts_with('/') || protocol.len() > MAX_PROTOCOL_LEN || protocol.contains('\n') {
-        return Err(HostError::InvalidProtocol(protocol.to_owned()));
-    }
-    Ok(())
 }
 
 impl HostInner {
@@ -423,7 +422,21 @@ impl HostInner {
     }
 
     pub(crate) fn protocol_names(&self) -> Vec<String> {
-        self.handlers.read().keys().cloned().collect()
+        self.handlers.names()
+    }
+
+    /// Validates `protocol` and adds `handler` for it under a fresh registration id.
+    pub(crate) fn add_handler<F, Fut>(&self, protocol: &str, handler: F) -> Result<u64, HostError>
+    where
+        F: Fn(InboundStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        validate_protocol(protocol)?;
+        let handler: HandlerFn = Arc::new(move |s| Box::pin(handler(s)));
+        let id = self.next_id();
+        self.handlers
+            .insert(protocol, id, handler, || self.check_running())?;
+        Ok(id)
     }
 
     /// A live connection to `peer`, if any.
@@ -569,7 +582,7 @@ impl HostInner {
                     return;
                 }
             };
-            let Some(handler) = inner.handlers.read().get(&protocol).cloned() else {
+            let Some(handler) = inner.handlers.get(&protocol) else {
                 tracing::debug!(%peer, %protocol, "handler removed during negotiation");
                 return;
             };

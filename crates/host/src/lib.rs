@@ -13,7 +13,8 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = Host::new(generate_keypair(), HostConfig::default())?;
 //! let addr = server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
-//! server.set_stream_handler("/echo/1.0.0", |mut s: p2pnet_host::InboundStream| async move {
+//! // The echo handler serves while `_echo` lives.
+//! let _echo = server.set_stream_handler("/echo/1.0.0", |mut s: p2pnet_host::InboundStream| async move {
 //!     let (mut r, mut w) = tokio::io::split(&mut s.stream);
 //!     let _ = tokio::io::copy(&mut r, &mut w).await;
 //!     let _ = w.shutdown().await;
@@ -41,6 +42,7 @@ mod connection;
 mod dial;
 mod error;
 mod events;
+mod handlers;
 mod host;
 mod identity;
 mod listen;
@@ -48,6 +50,7 @@ mod log;
 mod metrics;
 mod muxer;
 mod peer_store;
+mod protocol_name;
 mod protocols;
 mod stream;
 mod transport;
@@ -57,12 +60,14 @@ pub use config::{HostConfig, Limits};
 pub use connection::{ConnectionId, Direction};
 pub use error::{HostError, LimitKind};
 pub use events::HostEvent;
+pub use handlers::{StreamHandlerRegistration, StreamReceiver};
 pub use host::{ConnectionInfo, Host};
 pub use identity::{generate_keypair, load_keypair, load_or_generate_keypair, save_keypair};
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};
 pub use metrics::HostMetrics;
 pub use multiaddr::{Multiaddr, Protocol};
 pub use peer_store::{PERMANENT_ADDR_TTL, PeerStore, RECENT_ADDR_TTL};
+pub use protocol_name::{MAX_PROTOCOL_LEN, validate_protocol};
 pub use stream::{InboundStream, Stream};
 
 /// Protocol names of the built-in protocols.

@@ -104,7 +104,7 @@ async fn dial_failures_are_typed() {
 #[tokio::test]
 async fn new_stream_dials_from_peer_store() {
     let (server, addr) = listening(HostConfig::default()).await;
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig::default());
     client
         .peer_store()
@@ -150,7 +150,7 @@ async fn total_connection_limit_refuses_and_survives() {
         ..HostConfig::default()
     };
     let (server, addr) = listening(config).await;
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let first = host(HostConfig::default());
     first.dial(addr.clone()).await.unwrap();
     eventually("server has first", || server.connected_peers().len() == 1).await;
@@ -257,7 +257,7 @@ async fn identify_is_exchanged() {
         ..HostConfig::default()
     })
     .await;
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig::default());
     let mut events = client.events();
     client.dial(addr).await.unwrap();
@@ -356,7 +356,7 @@ async fn garbage_and_half_handshakes_are_dropped() {
         ..HostConfig::default()
     })
     .await;
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let tcp = p2pnet_host::without_p2p(&addr).0;
     let port = match tcp.iter().nth(1) {
         Some(p2pnet_host::Protocol::Tcp(p)) => p,
@@ -438,7 +438,7 @@ async fn shutdown_joins_every_task_and_frees_the_port() {
     let metrics = tokio::runtime::Handle::current().metrics();
     let baseline = metrics.num_alive_tasks();
     let (server, addr) = listening(HostConfig::default()).await;
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig::default());
     let peer = client.dial(addr.clone()).await.unwrap();
     // Busy streams in both directions while we shut down.

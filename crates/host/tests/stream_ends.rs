@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::time::Duration;
 
 use common::*;
-use p2pnet_host::{HostConfig, HostError, InboundStream, LimitKind, Limits};
+use p2pnet_host::{HostConfig, HostError, InboundStream, LimitKind, Limits, StreamReceiver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(2);
@@ -20,11 +20,7 @@ fn quiet() -> HostConfig {
 }
 
 /// A client connected to a server that hands its inbound streams on `/t/1.0.0` over a channel.
-async fn pair() -> (
-    p2pnet_host::Host,
-    p2pnet_host::Host,
-    tokio::sync::mpsc::Receiver<InboundStream>,
-) {
+async fn pair() -> (p2pnet_host::Host, p2pnet_host::Host, StreamReceiver) {
     let (server, addr) = listening(quiet()).await;
     let incoming = server.accept_streams("/t/1.0.0", 16).unwrap();
     let client = host(quiet());
@@ -32,7 +28,7 @@ async fn pair() -> (
     (client, server, incoming)
 }
 
-async fn next(incoming: &mut tokio::sync::mpsc::Receiver<InboundStream>) -> InboundStream {
+async fn next(incoming: &mut StreamReceiver) -> InboundStream {
     tokio::time::timeout(WAIT, incoming.recv())
         .await
         .expect("an inbound stream in time")
@@ -198,7 +194,7 @@ async fn a_fin_before_our_close_reads_every_byte_then_eof() {
     const LEN: usize = 1 << 20;
     let (server, addr) = listening(quiet()).await;
     let handler_host = server.clone();
-    server
+    let _handler = server
         .set_stream_handler("/tail/1.0.0", move |mut s: InboundStream| {
             let host = handler_host.clone();
             async move {
@@ -227,7 +223,7 @@ async fn a_fin_before_our_close_reads_every_byte_then_eof() {
 #[tokio::test]
 async fn an_outbound_open_over_the_limit_fails_alone() {
     let (server, addr) = listening(quiet()).await;
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig {
         limits: Limits {
             max_outbound_streams_per_connection: 2,
@@ -276,7 +272,7 @@ async fn inbound_streams_over_the_limit_are_reset_alone() {
         ..quiet()
     })
     .await;
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(quiet());
     let peer = client.dial(addr).await.unwrap();
     let mut kept = Vec::new();
@@ -299,7 +295,7 @@ async fn inbound_streams_over_the_limit_are_reset_alone() {
 #[tokio::test]
 async fn a_closed_connection_is_never_handed_out() {
     let (server, addr) = listening(quiet()).await;
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(quiet());
     let peer = client.dial(addr.clone()).await.unwrap();
     let first = client.connections(Some(&peer))[0].id;

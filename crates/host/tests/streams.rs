@@ -50,7 +50,7 @@ async fn connect_both_ways_with_directions() {
 #[tokio::test]
 async fn echo_round_trip() {
     let (server, addr) = listening(HostConfig::default()).await;
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig::default());
     let peer = client.dial(addr).await.unwrap();
     let mut s = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
@@ -72,7 +72,7 @@ async fn sixty_four_mib_with_sha256() {
     const LEN: usize = 64 << 20;
     let (server, addr) = listening(HostConfig::default()).await;
     // The server hashes what it receives and answers with the digest.
-    server
+    let _handler = server
         .set_stream_handler(
             "/sink/1.0.0",
             |mut s: p2pnet_host::InboundStream| async move {
@@ -129,7 +129,7 @@ async fn sixty_four_mib_with_sha256() {
 async fn half_close_still_reads_reply() {
     let (server, addr) = listening(HostConfig::default()).await;
     // Reads the whole request first, then answers: needs a working half close.
-    server
+    let _handler = server
         .set_stream_handler(
             "/upper/1.0.0",
             |mut s: p2pnet_host::InboundStream| async move {
@@ -155,7 +155,7 @@ async fn half_close_still_reads_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_streams_on_one_connection() {
     let (server, addr) = listening(HostConfig::default()).await;
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig::default());
     let peer = client.dial(addr).await.unwrap();
     let mut tasks = tokio::task::JoinSet::new();
@@ -204,7 +204,7 @@ async fn unknown_protocol_is_not_supported() {
         other => panic!("expected ProtocolNotSupported, got {other:?}"),
     }
     // The connection and host are unharmed.
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let mut s = client
         .new_stream(peer, ["/nope/1.0.0", "/echo/1.0.0"])
         .await
@@ -218,16 +218,16 @@ async fn unknown_protocol_is_not_supported() {
 }
 
 #[tokio::test]
-async fn handler_removal_refuses_new_streams() {
+async fn dropping_the_registration_refuses_new_streams() {
     let (server, addr) = listening(HostConfig::default()).await;
-    serve_echo(&server, "/echo/1.0.0");
+    let echo = serve_echo(&server, "/echo/1.0.0");
+    assert_eq!(echo.protocol(), "/echo/1.0.0");
     assert!(server.check_proto_exists("/echo/1.0.0"));
     assert!(server.protocols().contains(&"/echo/1.0.0".to_owned()));
     let client = host(HostConfig::default());
     let peer = client.dial(addr).await.unwrap();
     let mut open = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
-    assert!(server.remove_stream_handler("/echo/1.0.0"));
-    assert!(!server.remove_stream_handler("/echo/1.0.0"));
+    drop(echo);
     assert!(!server.check_proto_exists("/echo/1.0.0"));
     let err = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap_err();
     assert!(
@@ -239,8 +239,126 @@ async fn handler_removal_refuses_new_streams() {
     let mut back = [0u8; 5];
     open.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"still");
+    // Dropping a receiver of `accept_streams` removes its handler too.
+    let incoming = server.accept_streams("/r/1.0.0", 1).unwrap();
+    assert_eq!(incoming.protocol(), "/r/1.0.0");
+    assert!(server.check_proto_exists("/r/1.0.0"));
+    drop(incoming);
+    let err = client.new_stream(peer, ["/r/1.0.0"]).await.unwrap_err();
+    assert!(
+        matches!(err, HostError::ProtocolNotSupported { .. }),
+        "{err:?}"
+    );
     client.shutdown().await;
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_taken_protocol_is_an_error_and_the_first_handler_serves_on() {
+    let (server, addr) = listening(HostConfig::default()).await;
+    let _echo = serve_echo(&server, "/echo/1.0.0");
+    fn taken<T>(r: Result<T, HostError>) -> String {
+        match r {
+            Err(HostError::ProtocolTaken { protocol }) => protocol,
+            Err(other) => panic!("expected ProtocolTaken, got {other:?}"),
+            Ok(_) => panic!("expected ProtocolTaken, got a registration"),
+        }
+    }
+    assert_eq!(
+        taken(server.set_stream_handler("/echo/1.0.0", |_s| async {})),
+        "/echo/1.0.0"
+    );
+    assert_eq!(
+        taken(server.accept_streams("/echo/1.0.0", 1)),
+        "/echo/1.0.0"
+    );
+    // A refused handler that owns a registration is dropped without deadlocking the table.
+    let owned = serve_echo(&server, "/owned/1.0.0");
+    assert_eq!(
+        taken(server.set_stream_handler("/echo/1.0.0", move |_s| {
+            let _keep = &owned;
+            async {}
+        })),
+        "/echo/1.0.0"
+    );
+    assert!(!server.check_proto_exists("/owned/1.0.0"));
+    // The built-in protocols cannot be taken over either.
+    for p in [
+        p2pnet_host::protocol_names::PING,
+        p2pnet_host::protocol_names::IDENTIFY,
+    ] {
+        assert_eq!(taken(server.set_stream_handler(p, |_s| async {})), p);
+    }
+    // The first handler still answers.
+    let client = host(HostConfig::default());
+    let peer = client.dial(addr).await.unwrap();
+    let mut s = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    s.write_all(b"first").await.unwrap();
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"first");
+    client.ping(server.peer_id()).await.unwrap();
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// After a registration is dropped the protocol can be registered again, and the new handler
+/// is the one that serves.
+#[tokio::test]
+async fn a_protocol_can_be_registered_again_after_its_registration_is_dropped() {
+    let (server, addr) = listening(HostConfig::default()).await;
+    drop(serve_echo(&server, "/p/1.0.0"));
+    let mut incoming = server.accept_streams("/p/1.0.0", 1).unwrap();
+    let client = host(HostConfig::default());
+    let peer = client.dial(addr).await.unwrap();
+    let mut s = client.new_stream(peer, ["/p/1.0.0"]).await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    let inbound = tokio::time::timeout(Duration::from_secs(5), incoming.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inbound.peer, client.peer_id());
+    assert_eq!(inbound.protocol, "/p/1.0.0");
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// Shutdown drops every handler, including handlers that own host clones and registrations of
+/// other protocols; a registration dropped after shutdown or after the host is gone does
+/// nothing, and no handler can be registered after shutdown.
+#[tokio::test]
+async fn registrations_and_shutdown() {
+    let server = host(HostConfig::default());
+    let inner_registration = serve_echo(&server, "/inner/1.0.0");
+    let held = std::sync::Mutex::new(Some(inner_registration));
+    let host_clone = server.clone();
+    let outer = server
+        .set_stream_handler("/outer/1.0.0", move |_s| {
+            // The handler owns a host clone and another registration.
+            let _keep = (&host_clone, &held);
+            async {}
+        })
+        .unwrap();
+    let mut incoming = server.accept_streams("/r/1.0.0", 1).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
+        .await
+        .expect("shutdown does not deadlock on handlers that own registrations");
+    assert!(server.protocols().is_empty(), "{:?}", server.protocols());
+    // The channel's sender went with the handler.
+    assert!(incoming.recv().await.is_none());
+    drop(outer);
+    drop(incoming);
+    assert!(matches!(
+        server.set_stream_handler("/late/1.0.0", |_s| async {}),
+        Err(HostError::ShutDown)
+    ));
+    // A registration that outlives its host is harmless too.
+    let other = host(HostConfig::default());
+    let registration = serve_echo(&other, "/echo/1.0.0");
+    other.shutdown().await;
+    drop(other);
+    drop(registration);
+    drop(server);
 }
 
 #[tokio::test]
@@ -248,10 +366,10 @@ async fn invalid_protocol_names_are_rejected() {
     let h = host(HostConfig::default());
     assert!(matches!(
         h.set_stream_handler("no-slash", |_s| async {}),
-        Err(HostError::InvalidProtocol(_))
+        Err(HostError::InvalidProtocol { .. })
     ));
     let err = h.new_stream(h.peer_id(), ["bad"]).await.unwrap_err();
-    assert!(matches!(err, HostError::InvalidProtocol(_)));
+    assert!(matches!(err, HostError::InvalidProtocol { .. }));
     h.shutdown().await;
 }
 
@@ -266,7 +384,7 @@ async fn inbound_stream_limit_is_enforced() {
         ..HostConfig::default()
     };
     let (server, addr) = listening(config).await;
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig {
         identify: false,
         ..HostConfig::default()
@@ -293,7 +411,7 @@ async fn inbound_stream_limit_is_enforced() {
 #[tokio::test]
 async fn outbound_stream_limit_is_enforced() {
     let (server, addr) = listening(HostConfig::default()).await;
-    serve_echo(&server, "/echo/1.0.0");
+    let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig {
         limits: Limits {
             max_outbound_streams_per_connection: 1,

@@ -612,10 +612,10 @@ impl<S: MessageSink> Messenger<S> {
         self.inner.tracker.len()
     }
 
-    /// Stops every session, removes the protocol handler, and waits for all tasks to end.
+    /// Stops every session, removes the protocol handler (its registration goes with the accept
+    /// task), and waits for all tasks to end.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
-        self.inner.host.remove_stream_handler(PROTOCOL);
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
     }

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use p2pnet_host::{Host, HostConfig, Multiaddr, PeerId, Stream, generate_keypair, with_p2p};
+use p2pnet_host::{
+    Host, HostConfig, HostError, Multiaddr, PeerId, Stream, generate_keypair, with_p2p,
+};
 use p2pnet_messaging::{
     ByeReason, CloseReason, CodecError, Frame, FrameCodec, HandshakeFailure, Hello, InboundMessage,
     MAGIC, MessagingConfig, MessagingError, Messenger, PROTOCOL, Priority, ProtocolVersion,
@@ -52,6 +54,10 @@ impl Node {
     async fn stop(self) {
         tokio::time::timeout(T, self.m.shutdown()).await.unwrap();
         assert_eq!(self.m.task_count(), 0);
+        assert!(
+            !self.host.check_proto_exists(PROTOCOL),
+            "the handler goes with the messenger"
+        );
         self.host.shutdown().await;
     }
 
@@ -160,6 +166,25 @@ async fn handshake_ok_and_messages_both_ways() {
     ));
     a.stop().await;
     b.stop().await;
+}
+
+/// A second messenger on one host cannot take the first one's protocol over.
+#[tokio::test]
+async fn a_second_messenger_on_one_host_is_refused() {
+    let a = Node::new(cfg(), 16).await;
+    let (tx, _rx) = mpsc::channel(1);
+    let second = Messenger::new(a.host.clone(), cfg(), tx);
+    let err = second.start().unwrap_err();
+    assert!(
+        matches!(err, MessagingError::Host(HostError::ProtocolTaken { .. })),
+        "{err}"
+    );
+    tokio::time::timeout(T, second.shutdown()).await.unwrap();
+    assert!(
+        a.host.check_proto_exists(PROTOCOL),
+        "the first messenger's handler is untouched"
+    );
+    a.stop().await;
 }
 
 fn refused_for(ev: &SessionEvent, bye: ByeReason) -> bool {

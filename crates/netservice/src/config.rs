@@ -324,10 +324,12 @@ impl NetConfig {
             }
         }
         for (i, t) in self.forward.iter().enumerate() {
+            self.check_tunnel_protocol(&format!("forward[{i}].protocol"), &t.protocol)?;
             parse_addr(&format!("forward[{i}].listen_addr"), &t.listen_addr)?;
             parse_peer(&format!("forward[{i}].peer"), &t.peer)?;
         }
         for (i, t) in self.listen.iter().enumerate() {
+            self.check_tunnel_protocol(&format!("listen[{i}].protocol"), &t.protocol)?;
             parse_addr(&format!("listen[{i}].target_addr"), &t.target_addr)?;
             for (j, p) in t.allow.iter().enumerate() {
                 p.parse::<PeerId>()
@@ -336,6 +338,13 @@ impl NetConfig {
         }
         self.dispatcher.validate()?;
         Ok(())
+    }
+
+    /// A tunnel protocol as the forwarder will check it (`p2pnet_forward::ForwardConfig::check_protocol`).
+    fn check_tunnel_protocol(&self, field: &str, protocol: &str) -> Result<(), NetError> {
+        self.forwarding
+            .check_protocol(protocol)
+            .map_err(|e| invalid(field, protocol, e))
     }
 
     /// The host configuration this describes.
@@ -467,5 +476,36 @@ mod tests {
         assert_eq!(config.forward.len(), 1);
         assert_eq!(config.listen[0].allow, vec![peer.to_string()]);
         assert!(config.listen[0].report_peer_id);
+    }
+
+    /// Tunnel protocols are checked as the forwarder checks them, naming the field.
+    #[test]
+    fn tunnel_protocols_are_checked() {
+        let peer = PeerId::random();
+        let forward = |p: &str| {
+            format!(
+                "[[forward]]\nprotocol = \"{p}\"\nlisten_addr = \"/ip4/127.0.0.1/tcp/2222\"\npeer = \"{peer}\"\n"
+            )
+        };
+        let listen = |p: &str| {
+            format!("[[listen]]\nprotocol = \"{p}\"\ntarget_addr = \"/ip4/127.0.0.1/tcp/22\"\n")
+        };
+        for (text, field) in [
+            (forward("x/ssh"), "forward[0].protocol"),
+            (forward("/ssh"), "forward[0].protocol"),
+            (listen("/x/a\\u0000b"), "listen[0].protocol"),
+            (listen("/ipfs/ping/1.0.0"), "listen[0].protocol"),
+        ] {
+            let err = NetConfig::from_toml_str(&text).unwrap_err();
+            assert!(
+                matches!(err, NetError::Config { field: ref f, .. } if f == field),
+                "{text}: {err}"
+            );
+        }
+        let custom = format!(
+            "[forwarding]\nallow_custom_protocols = true\n\n{}",
+            listen("/ssh")
+        );
+        assert!(NetConfig::from_toml_str(&custom).is_ok());
     }
 }

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use p2pnet_host::{Host, HostConfig, HostEvent, Multiaddr, PeerId, generate_keypair, with_p2p};
+use p2pnet_host::{
+    Host, HostConfig, HostEvent, Multiaddr, PeerId, StreamHandlerRegistration, generate_keypair,
+    with_p2p,
+};
 use tokio::io::AsyncWriteExt;
 
 pub const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
@@ -20,14 +23,15 @@ pub fn host(config: HostConfig) -> Host {
     Host::new(generate_keypair(), config).unwrap()
 }
 
-/// Registers an echo handler on `protocol`: copies until EOF, then half-closes.
-pub fn serve_echo(host: &Host, protocol: &str) {
+/// Registers an echo handler on `protocol`: copies until EOF, then half-closes. It serves while
+/// the registration lives.
+pub fn serve_echo(host: &Host, protocol: &str) -> StreamHandlerRegistration {
     host.set_stream_handler(protocol, |mut s: p2pnet_host::InboundStream| async move {
         let (mut r, mut w) = tokio::io::split(&mut s.stream);
         let _ = tokio::io::copy(&mut r, &mut w).await;
         let _ = w.shutdown().await;
     })
-    .unwrap();
+    .unwrap()
 }
 
 /// Waits (bounded) until `cond` holds.
