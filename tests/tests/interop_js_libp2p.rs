@@ -313,7 +313,7 @@ async fn js_libp2p_with_wrong_peer_id_is_refused() {
 #[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
 async fn our_reset_after_our_half_close_ends_js_libp2p_writes() {
     let mut theirs = JsListener::start().await;
-    let ours = our_host();
+    let (ours, _echo) = our_host();
     let peer = tokio::time::timeout(STEP, ours.dial(theirs.addr.clone()))
         .await
         .expect("dial timed out")
@@ -352,7 +352,7 @@ async fn our_reset_after_our_half_close_ends_js_libp2p_writes() {
 #[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
 async fn our_reset_after_js_libp2p_fin_is_a_reset_there() {
     let mut theirs = JsListener::start().await;
-    let ours = our_host();
+    let (ours, _echo) = our_host();
     let peer = tokio::time::timeout(STEP, ours.dial(theirs.addr.clone()))
         .await
         .expect("dial timed out")

@@ -274,9 +274,7 @@ async fn pair(we_dial: bool) -> Pair {
     Pair { ours, theirs, peer }
 }
 
-async fn next_inbound(
-    incoming: &mut tokio::sync::mpsc::Receiver<p2pnet_host::InboundStream>,
-) -> p2pnet_host::InboundStream {
+async fn next_inbound(incoming: &mut p2pnet_host::StreamReceiver) -> p2pnet_host::InboundStream {
     tokio::time::timeout(WAIT, incoming.recv())
         .await
         .expect("an inbound stream in time")

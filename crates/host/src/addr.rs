@@ -98,7 +98,7 @@ pub enum AddrScope {
 /// IPv6 addresses that carry an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible
 /// `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`) have the scope of that IPv4 address. A `/dns*` name is
 /// judged by what it says (`localhost` is loopback, special-use local domains are private, other
-/// names public), but it may resolve to anything: [`keep_learned_addr`] does not take a peer's
+/// names public), but it may resolve to anything: `keep_learned_addr` does not take a peer's
 /// word for it. Other addresses (no IP, no name) count as public.
 pub fn addr_scope(addr: &Multiaddr) -> AddrScope {
     match addr.iter().next() {

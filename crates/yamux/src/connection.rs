@@ -328,8 +328,11 @@ impl Connection {
             return Ok(WriteOutcome::Blocked);
         }
         if room == 0 {
+            // Listed once however often the writer retries before the buffer is taken.
             s.write_waiting = true;
-            self.out_waiters.push(id.0);
+            if !self.out_waiters.contains(&id.0) {
+                self.out_waiters.push(id.0);
+            }
             return Ok(WriteOutcome::Blocked);
         }
         let n = data

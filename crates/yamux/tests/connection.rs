@@ -600,3 +600,27 @@ fn data_arriving_after_our_reset_mid_frame_is_not_buffered() {
         Err(StreamError::ResetLocally)
     );
 }
+
+#[test]
+fn a_writer_retrying_on_a_full_buffer_is_listed_once() {
+    let mut p = Pair::new(Config {
+        write_buffer: 1024,
+        max_frame_data: 1024,
+        ..Config::default()
+    });
+    let id = p.client.open_stream().unwrap().unwrap();
+    assert!(matches!(
+        p.client.write(id, &[0u8; 4096]).unwrap(),
+        WriteOutcome::Written(_)
+    ));
+    for _ in 0..10_000 {
+        assert_eq!(
+            p.client.write(id, &[0u8; 16]).unwrap(),
+            WriteOutcome::Blocked
+        );
+    }
+    let mut wire = Vec::new();
+    p.client.take_transmit(&mut wire);
+    // One wake-up for the one writer, not one per retry.
+    assert_eq!(drain(&mut p.client), vec![Event::Writable(id)]);
+}
