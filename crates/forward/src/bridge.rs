@@ -123,12 +123,18 @@ enum ReadEnd {
     Failed(Option<io::Error>),
 }
 
+/// The buffer an idle direction of a bridge holds.
+const FIRST_BUFFER: usize = 1024;
+
 /// One direction of a bridge: reads into a bounded buffer and writes it out. An end of stream
 /// becomes a flush and a shutdown (half close) of the writer once every byte read is written; a
 /// read error is reported only after that too.
 #[derive(Debug)]
 struct Pipe {
-    buf: Box<[u8]>,
+    /// Starts at [`FIRST_BUFFER`] and grows to `max` the first time a read fills it, so that an
+    /// idle bridge holds a few KiB, not two full buffers.
+    buf: Vec<u8>,
+    max: usize,
     /// `buf[pos..cap]` is read and not yet written.
     pos: usize,
     cap: usize,
@@ -144,8 +150,10 @@ struct Pipe {
 
 impl Pipe {
     fn new(buffer_size: usize) -> Self {
+        let max = buffer_size.max(1);
         Self {
-            buf: vec![0; buffer_size].into_boxed_slice(),
+            buf: vec![0; FIRST_BUFFER.min(max)],
+            max,
             pos: 0,
             cap: 0,
             read_end: None,
@@ -207,7 +215,13 @@ impl Pipe {
                 match reader.as_mut().poll_read(cx, &mut rb) {
                     Poll::Ready(Ok(())) => match rb.filled().len() {
                         0 => self.read_end = Some(ReadEnd::Eof),
-                        n => self.cap += n,
+                        n => {
+                            self.cap += n;
+                            if self.cap == self.buf.len() && self.buf.len() < self.max {
+                                // Data flows: take the full buffer from now on.
+                                self.buf.resize(self.max, 0);
+                            }
+                        }
                     },
                     Poll::Ready(Err(e)) => self.read_end = Some(ReadEnd::Failed(Some(e))),
                     Poll::Pending if self.pos == self.cap => {
@@ -444,5 +458,24 @@ mod tests {
             poll_fn(|cx| pipe.poll_copy(cx, Pin::new(&mut reader), Pin::new(&mut writer))).await;
         assert!(matches!(r, Err(PipeError::Read(e)) if e.kind() == io::ErrorKind::BrokenPipe));
         assert_eq!(writer.data, b"abcdefg");
+    }
+
+    #[tokio::test]
+    async fn an_idle_direction_holds_a_small_buffer_until_data_fills_it() {
+        let pipe = Pipe::new(64 * 1024);
+        assert_eq!(pipe.buf.len(), FIRST_BUFFER);
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let mut reader = Script(vec![Ok(data.clone())].into());
+        let mut writer = Slow::default();
+        let mut pipe = pipe;
+        let r =
+            poll_fn(|cx| pipe.poll_copy(cx, Pin::new(&mut reader), Pin::new(&mut writer))).await;
+        assert!(r.is_ok());
+        assert_eq!(writer.data, data);
+        assert_eq!(
+            pipe.buf.len(),
+            64 * 1024,
+            "grown once data filled the first buffer"
+        );
     }
 }
