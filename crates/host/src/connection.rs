@@ -331,7 +331,7 @@ pub(crate) async fn run(
             if let Some(e) = broken {
                 return Poll::Ready(Exit::Protocol(e));
             }
-            if !io.write_buf.is_empty() {
+            if !io.write_buf.is_empty() || io.needs_flush {
                 match io.poll_send(cx) {
                     Ok(done) => progress |= done,
                     Err(e) => {

@@ -315,3 +315,101 @@ async fn a_closed_connection_is_never_handed_out() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+/// Both sides write at full speed at once, on several streams of one connection: neither
+/// connection task may stop reading its socket while the other waits for it to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_directions_at_full_speed_never_deadlock() {
+    const LEN: usize = 16 << 20;
+    const STREAMS: usize = 4;
+    let (server, addr) = listening(quiet()).await;
+    // The server writes LEN and reads LEN on each stream, at the same time.
+    let _both = server
+        .set_stream_handler("/both/1.0.0", |s: InboundStream| async move {
+            let (mut r, mut w) = tokio::io::split(s.stream);
+            let write = async {
+                let chunk = vec![0x42u8; 256 * 1024];
+                for _ in 0..LEN / chunk.len() {
+                    w.write_all(&chunk).await.unwrap();
+                }
+                w.shutdown().await.unwrap();
+            };
+            let read = async {
+                let mut sink = vec![0u8; 256 * 1024];
+                let mut n = 0;
+                loop {
+                    match r.read(&mut sink).await.unwrap() {
+                        0 => break,
+                        k => n += k,
+                    }
+                }
+                assert_eq!(n, LEN);
+            };
+            tokio::join!(write, read);
+        })
+        .unwrap();
+    let client = host(quiet());
+    let peer = client.dial(addr).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..STREAMS {
+        let s = client.new_stream(peer, ["/both/1.0.0"]).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(s);
+            let write = async {
+                let chunk = vec![0x24u8; 256 * 1024];
+                for _ in 0..LEN / chunk.len() {
+                    w.write_all(&chunk).await.unwrap();
+                }
+                w.shutdown().await.unwrap();
+            };
+            let read = async {
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).await.unwrap();
+                got.len()
+            };
+            tokio::join!(write, read).1
+        }));
+    }
+    for t in tasks {
+        let got = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("a full-speed transfer both ways finished")
+            .unwrap();
+        assert_eq!(got, LEN);
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// Many bulk transfers each ending with a FIN and a one-byte answer: the last frames of each
+/// (FIN, answer) always leave, also when the socket was full at the last flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_frames_of_every_transfer_are_flushed() {
+    let (server, addr) = listening(quiet()).await;
+    let _sink = server
+        .set_stream_handler("/sink/1.0.0", |mut s: InboundStream| async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            while s.stream.read(&mut buf).await.unwrap_or(0) > 0 {}
+            let _ = s.stream.write_all(&[1]).await;
+            let _ = s.stream.shutdown().await;
+        })
+        .unwrap();
+    let client = host(quiet());
+    let peer = client.dial(addr).await.unwrap();
+    let chunk = vec![7u8; 256 * 1024];
+    for round in 0..20 {
+        let mut s = client.new_stream(peer, ["/sink/1.0.0"]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            for _ in 0..16 {
+                s.write_all(&chunk).await.unwrap();
+            }
+            s.shutdown().await.unwrap();
+            let mut ack = [0u8; 1];
+            s.read_exact(&mut ack).await.unwrap();
+        })
+        .await
+        .unwrap_or_else(|_| panic!("transfer {round} never finished"));
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}

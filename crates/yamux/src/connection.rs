@@ -14,6 +14,8 @@ use crate::{Flags, Mode};
 /// Payload chunks at least this long are handed on as slices of the read buffer; shorter ones
 /// are copied, so that a few bytes never pin a whole read buffer.
 const MIN_SLICE: usize = 32 * 1024;
+/// How far answers to the peer's frames may take the write buffer past what stream data fills.
+pub const CONTROL_SLACK: usize = 64 * 1024;
 /// How often the round-trip time is measured again while windows are being granted.
 const RTT_REFRESH: Duration = Duration::from_secs(30);
 
@@ -148,10 +150,14 @@ impl Connection {
         self.out.len()
     }
 
-    /// Whether the write buffer is over [`Config::write_buffer`]; the driver should send before it
-    /// reads more (pings and stream opens from the peer produce answers).
+    /// Whether the frames waiting to be sent are more than stream data alone can queue
+    /// ([`Config::write_buffer`] plus one frame) by [`CONTROL_SLACK`]: answers to what the peer
+    /// sent (pings, refusals of its streams) piled up. The driver then sends before it reads
+    /// more, so a peer that floods us and does not read is not answered without bound, while
+    /// two honest peers that both write at full speed never both stop reading.
     pub fn transmit_full(&self) -> bool {
-        self.out.len() >= self.config.write_buffer
+        self.out.len()
+            >= self.config.write_buffer + self.config.max_frame_data + HEADER_LEN + CONTROL_SLACK
     }
 
     /// Moves the bytes to send into `buf` (appending; an empty `buf` is swapped in, keeping both

@@ -61,7 +61,7 @@ pub mod fuzzing;
 mod stream;
 
 pub use config::{Config, INITIAL_WINDOW};
-pub use connection::{Connection, Event};
+pub use connection::{CONTROL_SLACK, Connection, Event};
 pub use error::{ConnectionError, OpenError, ProtocolError, StreamError};
 pub use frame::{Flags, FrameType, HEADER_LEN, Header};
 pub use stream::{Origin, ReadOutcome, StreamId, WriteOutcome};
