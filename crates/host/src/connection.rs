@@ -55,13 +55,15 @@ const MAX_PENDING_OPENS: usize = 64;
 pub(crate) const OPEN_CHANNEL_CAPACITY: usize = 64;
 /// How long a closing connection may take to send what is left and its GoAway.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
-/// The read buffer grows in blocks of this size; frames are parsed in place and data is handed
-/// to streams as slices of it.
+/// While data flows in bulk, the read buffer comes in blocks of this size; frames are parsed in
+/// place and data is handed to streams as slices of it.
 const READ_BLOCK: usize = 256 * 1024;
-/// A read is attempted only with at least this much room (noise hands out up to 65,519 bytes).
-const MIN_READ: usize = 64 * 1024;
-/// Reads into the block while at least this much room is left.
+/// The block of a connection that carries little: an idle connection holds at most this much.
+const SMALL_BLOCK: usize = 8 * 1024;
+/// Reads into the block while at least this much room is left (and a quarter of a block).
 const MIN_READ_MORE: usize = 16 * 1024;
+/// A write buffer with more capacity than this is let go after a small batch.
+const KEEP_WRITE_CAPACITY: usize = 64 * 1024;
 /// Transport reads per batch fed to the state machine.
 const READS_PER_FEED: usize = 4;
 /// Reads and writes per wake-up before the task yields to others.
@@ -124,6 +126,8 @@ struct Io {
     /// Received bytes not parsed yet (`..filled`), then zeroed room to read into.
     read_buf: BytesMut,
     filled: usize,
+    /// The size of the next block: [`READ_BLOCK`] while reads fill blocks, else [`SMALL_BLOCK`].
+    block: usize,
     /// Encoded frames taken from the state machine, sent up to `written`.
     write_buf: Vec<u8>,
     written: usize,
@@ -136,6 +140,7 @@ impl Io {
             io,
             read_buf: BytesMut::new(),
             filled: 0,
+            block: SMALL_BLOCK,
             write_buf: Vec::new(),
             written: 0,
             needs_flush: false,
@@ -144,10 +149,11 @@ impl Io {
 
     /// Makes room for a read: a fresh zeroed block when the current one is nearly used.
     fn reserve(&mut self) {
-        if self.read_buf.len() - self.filled >= MIN_READ {
+        let min_room = self.block / 4;
+        if self.read_buf.len() - self.filled >= min_room {
             return;
         }
-        let mut block = BytesMut::with_capacity(READ_BLOCK.max(self.filled + MIN_READ));
+        let mut block = BytesMut::with_capacity(self.block.max(self.filled + min_room));
         block.extend_from_slice(&self.read_buf[..self.filled]);
         block.resize(block.capacity(), 0);
         self.read_buf = block;
@@ -159,26 +165,35 @@ impl Io {
     /// everything before it was handed on.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
         self.reserve();
-        let mut got = false;
+        let mut got = 0;
         for _ in 0..READS_PER_FEED {
             let filled = self.filled;
-            if self.read_buf.len() - filled < MIN_READ_MORE {
+            let room = self.read_buf.len() - filled;
+            if room == 0 || (got > 0 && room < MIN_READ_MORE.min(self.block / 4)) {
                 break;
             }
             match Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf[filled..]) {
-                Poll::Ready(Ok(0)) if !got => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Poll::Ready(Ok(0)) if got == 0 => {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
                 Poll::Ready(Ok(0)) => break,
                 Poll::Ready(Ok(n)) => {
                     self.filled += n;
-                    got = true;
+                    got += n;
                 }
-                Poll::Ready(Err(e)) if !got => return Err(e),
+                Poll::Ready(Err(e)) if got == 0 => return Err(e),
                 // The error comes again on the next read, after these bytes were fed.
                 Poll::Ready(Err(_)) => break,
                 Poll::Pending => break,
             }
         }
-        Ok(got)
+        // Bulk data takes big blocks (fewer batches and wake-ups); a trickle small ones.
+        if got >= self.block / 2 {
+            self.block = READ_BLOCK;
+        } else if got > 0 && got < SMALL_BLOCK / 2 {
+            self.block = SMALL_BLOCK;
+        }
+        Ok(got > 0)
     }
 
     /// Hands what was read to the state machine (which keeps slices of it).
@@ -188,6 +203,10 @@ impl Io {
         self.filled = data.len();
         data.unsplit(std::mem::take(&mut self.read_buf));
         self.read_buf = data;
+        if self.filled == 0 && self.block == SMALL_BLOCK && self.read_buf.len() > SMALL_BLOCK {
+            // The bulk is over: let the big block go (streams may still hold slices of it).
+            self.read_buf = BytesMut::new();
+        }
         result
     }
 
@@ -204,7 +223,13 @@ impl Io {
                 Poll::Pending => return Ok(false),
             }
         }
-        self.write_buf.clear();
+        if self.write_buf.capacity() > KEEP_WRITE_CAPACITY && self.written < KEEP_WRITE_CAPACITY / 4
+        {
+            // A small batch after a big one: an idle connection keeps no big buffer.
+            self.write_buf = Vec::new();
+        } else {
+            self.write_buf.clear();
+        }
         self.written = 0;
         if self.needs_flush {
             match Pin::new(&mut self.io).poll_flush(cx) {

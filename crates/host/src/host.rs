@@ -562,15 +562,17 @@ impl HostInner {
         let conn = handle.id;
         let remote_addr = handle.remote_addr.clone();
         self.spawn(async move {
+            let mut substream = substream;
             let names = inner.protocol_names();
-            let control = substream.control();
+            // Negotiation runs over a borrow: with multistream-select V1 it completes with
+            // nothing left buffered in its wrapper, so the stream is used bare afterwards.
             let negotiation = tokio::time::timeout(
                 inner.config.negotiation_timeout,
-                multistream_select::listener_select_proto(substream, names),
+                multistream_select::listener_select_proto(&mut substream, names),
             )
             .await;
-            let (protocol, io) = match negotiation {
-                Ok(Ok(ok)) => ok,
+            let protocol = match negotiation {
+                Ok(Ok((protocol, _negotiated))) => protocol,
                 Ok(Err(e)) => {
                     Metrics::inc(&inner.metrics.failed_negotiations);
                     tracing::debug!(%peer, %conn, error = %e, "inbound stream negotiation failed");
@@ -586,7 +588,7 @@ impl HostInner {
                 tracing::debug!(%peer, %protocol, "handler removed during negotiation");
                 return;
             };
-            let stream = Stream::new(io, control, protocol.clone(), peer, conn, guard);
+            let stream = Stream::new(substream, protocol.clone(), peer, conn, guard);
             handler(InboundStream {
                 stream,
                 peer,
@@ -612,11 +614,17 @@ impl HostInner {
         let peer = handle.peer;
         let negotiate = async {
             // The muxer takes the stream limit: over it, this fails and nothing else is touched.
-            let substream = handle.open_substream().await?;
-            let control = substream.control();
-            multistream_select::dialer_select_proto(substream, protocols.iter(), Version::V1)
-                .await
-                .map(|(protocol, io)| (protocol, io, control))
+            let mut substream = handle.open_substream().await?;
+            // V1 (not V1Lazy): negotiation is complete, nothing buffered, when this returns.
+            let protocol = multistream_select::dialer_select_proto(
+                &mut substream,
+                protocols.iter(),
+                Version::V1,
+            )
+            .await
+            .map(|(protocol, _negotiated)| protocol.clone());
+            protocol
+                .map(|protocol| (protocol, substream))
                 .map_err(|e| match e {
                     NegotiationError::Failed => HostError::ProtocolNotSupported {
                         peer,
@@ -628,16 +636,9 @@ impl HostInner {
                     },
                 })
         };
-        let (protocol, io, control) = tokio::time::timeout(timeout, negotiate)
+        let (protocol, io) = tokio::time::timeout(timeout, negotiate)
             .await
             .map_err(|_| timed_out())??;
-        Ok(Stream::new(
-            io,
-            control,
-            protocol.clone(),
-            peer,
-            handle.id,
-            guard,
-        ))
+        Ok(Stream::new(io, protocol, peer, handle.id, guard))
     }
 }

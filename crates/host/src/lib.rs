@@ -15,7 +15,8 @@
 //! let addr = server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
 //! // The echo handler serves while `_echo` lives.
 //! let _echo = server.set_stream_handler("/echo/1.0.0", |mut s: p2pnet_host::InboundStream| async move {
-//!     let (mut r, mut w) = tokio::io::split(&mut s.stream);
+//!     // Read and write at once: the halves borrow the stream, no lock of their own.
+//!     let (mut r, mut w) = s.stream.split();
 //!     let _ = tokio::io::copy(&mut r, &mut w).await;
 //!     let _ = w.shutdown().await;
 //! })?;
@@ -68,7 +69,7 @@ pub use metrics::HostMetrics;
 pub use multiaddr::{Multiaddr, Protocol};
 pub use peer_store::{PERMANENT_ADDR_TTL, PeerStore, RECENT_ADDR_TTL};
 pub use protocol_name::{MAX_PROTOCOL_LEN, validate_protocol};
-pub use stream::{InboundStream, Stream};
+pub use stream::{InboundStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, Stream, WriteHalf};
 
 /// Protocol names of the built-in protocols.
 pub mod protocol_names {

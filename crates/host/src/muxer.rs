@@ -238,9 +238,11 @@ impl StreamControl {
     }
 }
 
-impl AsyncRead for MuxStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
+impl MuxStream {
+    /// Reads into `buf` (futures-style; the stream's own state is behind the connection lock, so
+    /// a shared reference is enough and a read half and a write half can be polled at once).
+    pub(crate) fn poll_read_ref(
+        &self,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
@@ -258,11 +260,10 @@ impl AsyncRead for MuxStream {
             Err(e) => Poll::Ready(Err(e.into())),
         }
     }
-}
 
-impl AsyncWrite for MuxStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
+    /// Writes (some of) `buf`.
+    pub(crate) fn poll_write_ref(
+        &self,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
@@ -280,18 +281,48 @@ impl AsyncWrite for MuxStream {
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Written bytes are already queued in order; the connection task sends them.
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Half-closes (FIN). Idempotent.
+    pub(crate) fn finish(&self) -> io::Result<()> {
         let mut shared = self.shared.lock();
         let result = match shared.conn.finish(self.id) {
             Ok(()) | Err(StreamError::Finished) => Ok(()),
             Err(e) => Err(e.into()),
         };
         shared.wake_driver_if_sending();
-        Poll::Ready(result)
+        result
+    }
+
+    /// Resets both directions (RST in every state but a finished or failed one).
+    pub(crate) fn reset(&self) {
+        self.control().reset();
+    }
+}
+
+impl AsyncRead for MuxStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_read_ref(cx, buf)
+    }
+}
+
+impl AsyncWrite for MuxStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_ref(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written bytes are already queued in order; the connection task sends them.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.finish())
     }
 }

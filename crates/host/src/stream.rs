@@ -8,13 +8,11 @@ use std::task::{Context, Poll};
 
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
-use multistream_select::Negotiated;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
 use crate::connection::ConnectionId;
 use crate::metrics::Metrics;
-use crate::muxer::{MuxStream, StreamControl};
+use crate::muxer::MuxStream;
 
 /// Keeps one stream counted in the host's open-stream gauge while alive.
 #[derive(Debug)]
@@ -51,10 +49,19 @@ impl Drop for StreamGuard {
 ///   broke the protocol) they fail with `ConnectionReset`. A stream whose FIN had arrived still
 ///   yields its buffered bytes and then its end: a truncated transfer is never mistaken for a
 ///   complete one, and a complete one is never reported as cut.
+///
+/// To read and write at once, [`Stream::split`] gives two halves that borrow the stream and
+/// [`Stream::into_split`] two owned ones; neither needs a lock of its own (unlike
+/// `tokio::io::split`), as reads and writes are independent in the muxer.
 #[derive(Debug)]
 pub struct Stream {
-    io: Compat<Negotiated<MuxStream>>,
-    control: StreamControl,
+    inner: Arc<StreamInner>,
+}
+
+/// What a stream and its owned halves share; the stream is released when the last goes.
+#[derive(Debug)]
+struct StreamInner {
+    io: MuxStream,
     protocol: String,
     peer: PeerId,
     connection: ConnectionId,
@@ -63,70 +70,143 @@ pub struct Stream {
 
 impl Stream {
     pub(crate) fn new(
-        io: Negotiated<MuxStream>,
-        control: StreamControl,
+        io: MuxStream,
         protocol: String,
         peer: PeerId,
         connection: ConnectionId,
         guard: StreamGuard,
     ) -> Self {
         Self {
-            io: io.compat(),
-            control,
-            protocol,
-            peer,
-            connection,
-            _guard: guard,
+            inner: Arc::new(StreamInner {
+                io,
+                protocol,
+                peer,
+                connection,
+                _guard: guard,
+            }),
         }
     }
 
     /// The protocol negotiated for this stream.
     pub fn protocol(&self) -> &str {
-        &self.protocol
+        &self.inner.protocol
     }
 
     /// The remote peer.
     pub fn peer(&self) -> PeerId {
-        self.peer
+        self.inner.peer
     }
 
     /// The connection the stream runs on.
     pub fn connection(&self) -> ConnectionId {
-        self.connection
+        self.inner.connection
     }
 
     /// Aborts the stream in both directions; the peer sees a reset, not an end of stream, in
     /// every state (also after our own `shutdown()`).
     pub fn reset(self) {
-        self.control.reset();
+        self.inner.io.reset();
+    }
+
+    /// A read half and a write half borrowing this stream, to be polled at once (in one task,
+    /// with `select!` or `join!`).
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        (ReadHalf(&self.inner.io), WriteHalf(&self.inner.io))
+    }
+
+    /// An owned read half and write half (for separate tasks, or to keep in structs). The
+    /// stream is released (reset unless finished both ways) when both are dropped.
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        (
+            OwnedReadHalf(self.inner.clone()),
+            OwnedWriteHalf(self.inner),
+        )
     }
 }
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+/// Reads from the muxer into a tokio `ReadBuf`.
+fn poll_read_into(
+    io: &MuxStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    let n = std::task::ready!(io.poll_read_ref(cx, buf.initialize_unfilled()))?;
+    buf.advance(n);
+    Poll::Ready(Ok(()))
+}
+
+macro_rules! impl_read {
+    ($ty:ty, $io:ident => $get:expr) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                let $io = &*self;
+                poll_read_into($get, cx, buf)
+            }
+        }
+    };
+}
+
+macro_rules! impl_write {
+    ($ty:ty, $io:ident => $get:expr) => {
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                let $io = &*self;
+                $get.poll_write_ref(cx, buf)
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                // Written bytes are queued in order; the connection task sends them.
+                Poll::Ready(Ok(()))
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let $io = &*self;
+                Poll::Ready($get.finish())
+            }
+        }
+    };
+}
+
+impl_read!(Stream, s => &s.inner.io);
+impl_write!(Stream, s => &s.inner.io);
+
+/// The read half of [`Stream::split`].
+#[derive(Debug)]
+pub struct ReadHalf<'a>(&'a MuxStream);
+/// The write half of [`Stream::split`]; `shutdown()` is the stream's half close.
+#[derive(Debug)]
+pub struct WriteHalf<'a>(&'a MuxStream);
+impl_read!(ReadHalf<'_>, h => h.0);
+impl_write!(WriteHalf<'_>, h => h.0);
+
+/// The read half of [`Stream::into_split`].
+#[derive(Debug)]
+pub struct OwnedReadHalf(Arc<StreamInner>);
+/// The write half of [`Stream::into_split`]; `shutdown()` is the stream's half close.
+#[derive(Debug)]
+pub struct OwnedWriteHalf(Arc<StreamInner>);
+impl_read!(OwnedReadHalf, h => &h.0.io);
+impl_write!(OwnedWriteHalf, h => &h.0.io);
+
+impl OwnedReadHalf {
+    /// Resets the whole stream (both directions).
+    pub fn reset(&self) {
+        self.0.io.reset();
     }
 }
 
-impl AsyncWrite for Stream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+impl OwnedWriteHalf {
+    /// Resets the whole stream (both directions).
+    pub fn reset(&self) {
+        self.0.io.reset();
     }
 }
 

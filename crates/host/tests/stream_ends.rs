@@ -413,3 +413,65 @@ async fn the_last_frames_of_every_transfer_are_flushed() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn split_halves_read_and_write_at_once_and_release_the_stream_together() {
+    let (client, server, mut incoming) = pair().await;
+    let mut s = client
+        .new_stream(server.peer_id(), ["/t/1.0.0"])
+        .await
+        .unwrap();
+    let mut inbound = next(&mut incoming).await;
+    // Borrowed halves in one task: write, half close through the write half, read the answer.
+    {
+        let (mut r, mut w) = s.split();
+        let peer_side = async {
+            let mut got = Vec::new();
+            inbound.stream.read_to_end(&mut got).await.unwrap();
+            inbound.stream.write_all(&got).await.unwrap();
+            inbound.stream.shutdown().await.unwrap();
+        };
+        let ours = async {
+            w.write_all(b"through the halves").await.unwrap();
+            w.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).await.unwrap();
+            back
+        };
+        let ((), back) = tokio::join!(peer_side, ours);
+        assert_eq!(back, b"through the halves");
+    }
+    assert_eq!(client.connections(None)[0].open_streams, 1);
+    drop(s);
+    eventually("the stream is released", || {
+        client.connections(None)[0].open_streams == 0
+    })
+    .await;
+
+    // Owned halves: the stream lives until both are gone, and either can reset it.
+    let s = client
+        .new_stream(server.peer_id(), ["/t/1.0.0"])
+        .await
+        .unwrap();
+    let mut inbound = next(&mut incoming).await;
+    let (r, w) = s.into_split();
+    drop(r);
+    assert_eq!(
+        client.connections(None)[0].open_streams,
+        1,
+        "the write half holds it"
+    );
+    w.reset();
+    let err = tokio::time::timeout(WAIT, inbound.stream.read(&mut [0u8; 4]))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    drop(w);
+    eventually("released with its last half", || {
+        client.connections(None)[0].open_streams == 0
+    })
+    .await;
+    client.shutdown().await;
+    server.shutdown().await;
+}

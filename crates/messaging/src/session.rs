@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use p2pnet_host::{OwnedReadHalf, OwnedWriteHalf};
 use p2pnet_host::{PeerId, Stream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -42,7 +43,7 @@ enum ReadError {
 
 /// Reads frames from a stream half; the buffer only grows with bytes that arrived.
 struct FrameReader {
-    rd: ReadHalf<Stream>,
+    rd: OwnedReadHalf,
     buf: BytesMut,
     codec: FrameCodec,
     chunk: usize,
@@ -96,7 +97,7 @@ fn killed<S>(inner: &Inner<S>) -> CloseReason {
 
 async fn write_frame(
     codec: &FrameCodec,
-    wr: &mut WriteHalf<Stream>,
+    wr: &mut OwnedWriteHalf,
     frame: &Frame,
 ) -> std::io::Result<()> {
     let mut b = BytesMut::new();
@@ -120,7 +121,7 @@ pub(crate) async fn run<S: MessageSink>(
     let codec = FrameCodec::new(cfg.chain_id)
         .with_max_message_size(cfg.max_message_size)
         .with_compression(None);
-    let (rd, mut wr) = tokio::io::split(stream);
+    let (rd, mut wr) = stream.into_split();
     // Until the session is live only small handshake frames are read.
     let mut reader = FrameReader {
         rd,
@@ -266,7 +267,7 @@ async fn handshake<S: MessageSink>(
     inner: &Inner<S>,
     codec: &FrameCodec,
     reader: &mut FrameReader,
-    wr: &mut WriteHalf<Stream>,
+    wr: &mut OwnedWriteHalf,
     role: Role,
 ) -> Result<Hello, HandshakeFailure> {
     let ours = inner.our_hello();
@@ -335,7 +336,7 @@ async fn handshake_failed<S: MessageSink>(
     peer: PeerId,
     codec: &FrameCodec,
     mut reader: FrameReader,
-    mut wr: WriteHalf<Stream>,
+    mut wr: OwnedWriteHalf,
     failure: HandshakeFailure,
     kill: &CancellationToken,
 ) {
@@ -511,7 +512,7 @@ async fn read_loop<S: MessageSink>(
 async fn write_loop<S: MessageSink>(
     inner: &Inner<S>,
     state: &crate::messenger::PeerState,
-    wr: &mut WriteHalf<Stream>,
+    wr: &mut OwnedWriteHalf,
     stop: &CancellationToken,
     kill: &CancellationToken,
 ) -> Option<CloseReason> {
