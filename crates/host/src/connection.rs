@@ -95,6 +95,25 @@ impl std::fmt::Debug for ConnectionHandle {
 impl ConnectionHandle {
     /// Asks the connection task for a new outbound stream.
     pub(crate) async fn open_substream(&self) -> Result<MuxStream, HostError> {
+        // Straight from the state machine when the ACK backlog has room (no hop through the
+        // connection task); in line at the task when it is full.
+        {
+            let mut s = self.shared.lock();
+            match s.conn.open_stream() {
+                Ok(Some(id)) => {
+                    s.wake_driver_if_sending();
+                    drop(s);
+                    return Ok(MuxStream::new(self.shared.clone(), id));
+                }
+                Ok(None) => {}
+                Err(OpenError::LimitReached(_)) => {
+                    return Err(HostError::LimitReached {
+                        limit: LimitKind::OutboundStreams,
+                    });
+                }
+                Err(_) => return Err(HostError::ConnectionClosed { peer: self.peer }),
+            }
+        }
         let (tx, rx) = oneshot::channel();
         let closed = || HostError::ConnectionClosed { peer: self.peer };
         self.opener.send(tx).await.map_err(|_| closed())?;

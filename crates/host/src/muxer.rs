@@ -136,7 +136,7 @@ impl Shared {
     }
 
     /// Wakes the connection task when there is something to send.
-    fn wake_driver_if_sending(&self) {
+    pub(crate) fn wake_driver_if_sending(&self) {
         if self.conn.pending_transmit() > 0
             && let Some(w) = &self.driver
         {
