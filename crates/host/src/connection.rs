@@ -59,7 +59,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// place and data is handed to streams as slices of it.
 const READ_BLOCK: usize = 256 * 1024;
 /// The block of a connection that carries little: an idle connection holds at most this much.
-const SMALL_BLOCK: usize = 8 * 1024;
+const SMALL_BLOCK: usize = 2 * 1024;
 /// Reads into the block while at least this much room is left (and a quarter of a block).
 const MIN_READ_MORE: usize = 16 * 1024;
 /// A write buffer with more capacity than this is let go after a small batch.
@@ -222,8 +222,9 @@ impl Io {
         self.filled = data.len();
         data.unsplit(std::mem::take(&mut self.read_buf));
         self.read_buf = data;
-        if self.filled == 0 && self.block == SMALL_BLOCK && self.read_buf.len() > SMALL_BLOCK {
-            // The bulk is over: let the big block go (streams may still hold slices of it).
+        if self.filled == 0 && self.block == SMALL_BLOCK {
+            // Little is flowing: hold no block between reads (an idle connection keeps no read
+            // buffer; streams may still hold slices of the old block).
             self.read_buf = BytesMut::new();
         }
         result
