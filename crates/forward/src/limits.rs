@@ -2,10 +2,10 @@
 //! `forward` clients), per remote peer and per listener. A stream over a cap is refused alone,
 //! counted, and warned about at most once a second.
 
+use p2pnet_host::RateLimiter;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use p2pnet_host::PeerId;
 use parking_lot::Mutex;
@@ -173,27 +173,6 @@ fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
         if *n == 0 {
             map.remove(key);
         }
-    }
-}
-
-/// Allows one event per second; for warnings a peer could trigger at will.
-#[derive(Debug, Default)]
-struct RateLimiter {
-    last_second: AtomicU64,
-}
-
-impl RateLimiter {
-    fn allow(&self) -> bool {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let last = self.last_second.load(Ordering::Relaxed);
-        now != last
-            && self
-                .last_second
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
     }
 }
 

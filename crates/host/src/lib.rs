@@ -65,6 +65,7 @@ pub use handlers::{StreamHandlerRegistration, StreamReceiver};
 pub use host::{ConnectionInfo, Host};
 pub use identity::{generate_keypair, load_keypair, load_or_generate_keypair, save_keypair};
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};
+pub use log::RateLimiter;
 pub use metrics::HostMetrics;
 pub use multiaddr::{Multiaddr, Protocol};
 pub use peer_store::{PERMANENT_ADDR_TTL, PeerStore, RECENT_ADDR_TTL};

@@ -3,15 +3,23 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Allows one event per second; used for warnings a hostile peer could trigger at will.
+/// Allows one event per second: for warnings a hostile peer could trigger at will (the host's
+/// limits use it; so can the layers above).
+///
+/// ```
+/// let limiter = p2pnet_host::RateLimiter::default();
+/// if limiter.allow() {
+///     // log the warning; further calls in this wall-clock second return false
+/// }
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct RateLimiter {
+pub struct RateLimiter {
     last_second: AtomicU64,
 }
 
 impl RateLimiter {
     /// Whether a warning may be logged now.
-    pub(crate) fn allow(&self) -> bool {
+    pub fn allow(&self) -> bool {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
