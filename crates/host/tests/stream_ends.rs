@@ -35,13 +35,33 @@ async fn next(incoming: &mut StreamReceiver) -> InboundStream {
         .unwrap()
 }
 
+/// Writes until a write fails (bounded: 1,000 × 64 KiB within [`WAIT`]); the error's kind.
+async fn writes_fail(stream: &mut p2pnet_host::Stream) -> ErrorKind {
+    let chunk = vec![0u8; 64 * 1024];
+    tokio::time::timeout(WAIT, async {
+        for _ in 0..1000 {
+            if let Err(e) = stream.write_all(&chunk).await {
+                return e.kind();
+            }
+        }
+        panic!("writes to a reset stream kept succeeding");
+    })
+    .await
+    .expect("the writer learns of the reset in time")
+}
+
+/// Opens a stream from `client` to `server` on `/t/1.0.0`.
+async fn open(client: &p2pnet_host::Host, server: &p2pnet_host::Host) -> p2pnet_host::Stream {
+    client
+        .new_stream(server.peer_id(), ["/t/1.0.0"])
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn our_close_of_the_connection_wakes_a_blocked_reader() {
     let (client, server, mut incoming) = pair().await;
-    let mut s = client
-        .new_stream(server.peer_id(), ["/t/1.0.0"])
-        .await
-        .unwrap();
+    let mut s = open(&client, &server).await;
     s.write_all(b"hi").await.unwrap();
     let mut inbound = next(&mut incoming).await;
     let reader = tokio::spawn(async move {
@@ -72,14 +92,8 @@ async fn our_close_of_the_connection_wakes_a_blocked_reader() {
 #[tokio::test]
 async fn shutdown_wakes_blocked_readers_and_writers() {
     let (client, server, mut incoming) = pair().await;
-    let mut reader = client
-        .new_stream(server.peer_id(), ["/t/1.0.0"])
-        .await
-        .unwrap();
-    let mut writer = client
-        .new_stream(server.peer_id(), ["/t/1.0.0"])
-        .await
-        .unwrap();
+    let mut reader = open(&client, &server).await;
+    let mut writer = open(&client, &server).await;
     let _a = next(&mut incoming).await;
     let _b = next(&mut incoming).await;
     let read = tokio::spawn(async move { reader.read(&mut [0u8; 8]).await });
@@ -106,10 +120,7 @@ async fn shutdown_wakes_blocked_readers_and_writers() {
 #[tokio::test]
 async fn reset_after_our_half_close_reaches_the_peer() {
     let (client, server, mut incoming) = pair().await;
-    let mut s = client
-        .new_stream(server.peer_id(), ["/t/1.0.0"])
-        .await
-        .unwrap();
+    let mut s = open(&client, &server).await;
     s.write_all(b"upload").await.unwrap();
     s.shutdown().await.unwrap();
     let mut inbound = next(&mut incoming).await;
@@ -120,18 +131,10 @@ async fn reset_after_our_half_close_reaches_the_peer() {
     inbound.stream.write_all(b"answer").await.unwrap();
     s.reset();
     // The server's writer fails promptly instead of stalling once its window is used.
-    let chunk = vec![0u8; 64 * 1024];
-    let err = tokio::time::timeout(WAIT, async {
-        for _ in 0..1000 {
-            if let Err(e) = inbound.stream.write_all(&chunk).await {
-                return e;
-            }
-        }
-        panic!("writes to a reset stream kept succeeding");
-    })
-    .await
-    .expect("the writer learns of the reset in time");
-    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    assert_eq!(
+        writes_fail(&mut inbound.stream).await,
+        ErrorKind::ConnectionReset
+    );
     client.shutdown().await;
     server.shutdown().await;
 }
@@ -139,10 +142,7 @@ async fn reset_after_our_half_close_reaches_the_peer() {
 #[tokio::test]
 async fn reset_after_the_peers_fin_is_a_reset_not_a_fin() {
     let (client, server, mut incoming) = pair().await;
-    let mut s = client
-        .new_stream(server.peer_id(), ["/t/1.0.0"])
-        .await
-        .unwrap();
+    let mut s = open(&client, &server).await;
     s.write_all(b"part of an upload").await.unwrap();
     let mut inbound = next(&mut incoming).await;
     inbound.stream.write_all(b"go ahead").await.unwrap();
@@ -166,25 +166,14 @@ async fn reset_after_the_peers_fin_is_a_reset_not_a_fin() {
 #[tokio::test]
 async fn dropping_a_half_closed_stream_resets_it() {
     let (client, server, mut incoming) = pair().await;
-    let mut s = client
-        .new_stream(server.peer_id(), ["/t/1.0.0"])
-        .await
-        .unwrap();
+    let mut s = open(&client, &server).await;
     s.shutdown().await.unwrap();
     let mut inbound = next(&mut incoming).await;
     drop(s);
-    let chunk = vec![0u8; 64 * 1024];
-    let err = tokio::time::timeout(WAIT, async {
-        for _ in 0..1000 {
-            if let Err(e) = inbound.stream.write_all(&chunk).await {
-                return e;
-            }
-        }
-        panic!("writes kept succeeding");
-    })
-    .await
-    .unwrap();
-    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    assert_eq!(
+        writes_fail(&mut inbound.stream).await,
+        ErrorKind::ConnectionReset
+    );
     client.shutdown().await;
     server.shutdown().await;
 }
@@ -417,10 +406,7 @@ async fn the_last_frames_of_every_transfer_are_flushed() {
 #[tokio::test]
 async fn split_halves_read_and_write_at_once_and_release_the_stream_together() {
     let (client, server, mut incoming) = pair().await;
-    let mut s = client
-        .new_stream(server.peer_id(), ["/t/1.0.0"])
-        .await
-        .unwrap();
+    let mut s = open(&client, &server).await;
     let mut inbound = next(&mut incoming).await;
     // Borrowed halves in one task: write, half close through the write half, read the answer.
     {
@@ -449,10 +435,7 @@ async fn split_halves_read_and_write_at_once_and_release_the_stream_together() {
     .await;
 
     // Owned halves: the stream lives until both are gone, and either can reset it.
-    let s = client
-        .new_stream(server.peer_id(), ["/t/1.0.0"])
-        .await
-        .unwrap();
+    let s = open(&client, &server).await;
     let mut inbound = next(&mut incoming).await;
     let (r, w) = s.into_split();
     drop(r);
