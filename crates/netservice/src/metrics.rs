@@ -209,15 +209,23 @@ pub(crate) fn encode(registry: &Registry) -> String {
     text
 }
 
-/// Serves `GET /metrics` on a local address from its own thread until dropped.
+/// At most this many scrapes are served at once; a connection beyond them is closed at once.
+const MAX_SCRAPES: usize = 16;
+/// A scraper must send its request headers within this time.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `GET /metrics` (HTTP/1.1, hyper) on a local address from one task that the service
+/// owns: [`MetricsServer::stop`] cancels it and joins it and every scrape in flight, so the
+/// listening socket is closed when `stop` returns.
 pub(crate) struct MetricsServer {
-    server: Arc<tiny_http::Server>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    cancel: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
     /// The address actually bound.
     pub(crate) addr: std::net::SocketAddr,
 }
 
 impl MetricsServer {
+    /// Binds `addr` and starts serving on the current runtime.
     pub(crate) fn start(
         addr: &str,
         registry: Arc<parking_lot::Mutex<Registry>>,
@@ -226,54 +234,112 @@ impl MetricsServer {
             addr: addr.to_owned(),
             reason,
         };
-        let server = Arc::new(tiny_http::Server::http(addr).map_err(|e| err(e.to_string()))?);
-        let bound = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| err("not an IP address".into()))?;
-        let serving = server.clone();
-        let thread = std::thread::Builder::new()
-            .name("p2pnet-metrics".into())
-            .spawn(move || {
-                for request in serving.incoming_requests() {
-                    let response = if request.url() == "/metrics" {
-                        let body = encode(&registry.lock());
-                        let header = tiny_http::Header::from_bytes(
-                            "Content-Type",
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )
-                        .ok();
-                        let mut r = tiny_http::Response::from_string(body);
-                        if let Some(h) = header {
-                            r = r.with_header(h);
-                        }
-                        r
-                    } else {
-                        tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
-                    };
-                    let _ = request.respond(response);
-                }
-            })
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
             .map_err(|e| err(e.to_string()))?;
+        let bound = listener.local_addr().map_err(|e| err(e.to_string()))?;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(serve(listener, registry, cancel.clone()));
         tracing::info!(address = %bound, "serving metrics");
         Ok(MetricsServer {
-            server,
-            thread: Some(thread),
+            cancel,
+            task: Some(task),
             addr: bound,
         })
     }
 
-    /// Stops serving and joins the thread.
-    pub(crate) fn stop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    /// Stops serving: closes the listener and ends every scrape in flight, then returns.
+    pub(crate) async fn stop(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
         }
     }
 }
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.stop();
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
+}
+
+/// The accept loop: one task per scrape, at most [`MAX_SCRAPES`] at once.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Arc<parking_lot::Mutex<Registry>>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut scrapes = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            Some(_) = scrapes.join_next(), if !scrapes.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if scrapes.len() >= MAX_SCRAPES {
+            tracing::debug!(
+                limit = MAX_SCRAPES,
+                "metrics scrape refused: too many at once"
+            );
+            continue;
+        }
+        let registry = registry.clone();
+        scrapes.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let registry = registry.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&request, &registry)) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "metrics scrape failed");
+            }
+        });
+    }
+    drop(listener);
+    scrapes.shutdown().await;
+}
+
+/// The answer to one request: the text format for `GET /metrics`, 404 for anything else.
+fn respond(
+    request: &hyper::Request<hyper::body::Incoming>,
+    registry: &parking_lot::Mutex<Registry>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let (status, content_type, body) =
+        if request.uri().path() == "/metrics" && request.method() == hyper::Method::GET {
+            (
+                hyper::StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                encode(&registry.lock()),
+            )
+        } else {
+            (
+                hyper::StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "see /metrics\n".to_owned(),
+            )
+        };
+    let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
 }

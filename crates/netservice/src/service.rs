@@ -288,8 +288,9 @@ impl NetService {
                 }
                 Stage::Tunnels => inner.forwarder.shutdown().await,
                 Stage::Metrics => {
-                    if let Some(mut server) = inner.metrics_server.lock().take() {
-                        server.stop();
+                    let server = inner.metrics_server.lock().take();
+                    if let Some(mut server) = server {
+                        server.stop().await;
                     }
                 }
                 Stage::Listeners => {
