@@ -222,20 +222,32 @@ async fn we_dial_rust_libp2p_over_quic_and_open_its_protocol() {
     assert_eq!(back.len(), ECHO_BYTES);
     assert_eq!(Sha256::digest(&back), Sha256::digest(&payload));
 
-    // Four streams at once, each with its own data.
-    let rounds = (0..4usize).map(|i| {
-        let ours = ours.clone();
-        async move {
-            let s = ours.new_stream(peer, [ECHO]).await.unwrap();
-            let mut payload = pattern(100_000 + i * 7);
-            payload.rotate_left(i);
-            let back = echo_through(s, &payload).await;
-            assert_eq!(back, payload, "stream {i}");
-        }
-    });
-    tokio::time::timeout(WAIT, futures::future::join_all(rounds))
-        .await
-        .expect("concurrent echoes timed out");
+    // Four streams at once, each with its own data. Each is opened alone and its first byte
+    // echoed before the next is opened: libp2p-stream drops (with STOP_SENDING, a reset for our
+    // writer) an inbound stream that arrives while its acceptor has one not yet taken
+    // (`Shared::on_inbound_stream`, a zero-capacity channel).
+    let mut streams = Vec::new();
+    for i in 0..4usize {
+        let mut s = ours.new_stream(peer, [ECHO]).await.unwrap();
+        let mut payload = pattern(100_000 + i * 7);
+        payload.rotate_left(i);
+        s.write_all(&payload[..1]).await.unwrap();
+        let mut first = [0u8; 1];
+        tokio::time::timeout(WAIT, s.read_exact(&mut first))
+            .await
+            .expect("the first byte's echo timed out")
+            .unwrap();
+        assert_eq!(first[0], payload[0]);
+        streams.push((s, payload));
+    }
+    let rounds = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, (s, payload))| async move {
+            let back = echo_through(s, &payload[1..]).await;
+            assert_eq!(back, payload[1..], "stream {i}");
+        });
+    futures::future::join_all(rounds).await;
 
     // A protocol rust-libp2p does not serve is refused by negotiation; the connection stays.
     assert!(matches!(
