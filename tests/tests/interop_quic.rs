@@ -599,3 +599,87 @@ async fn our_reset_mid_transfer_fails_rust_libp2p_reads_and_writes() {
         p.ours.shutdown().await;
     }
 }
+
+/// (5d) Half close then reset, we reset: we upload and FIN, rust-libp2p reads to the end and
+/// answers with more than our window; our `reset()` (its `STOP_SENDING`) fails its writes with
+/// `ConnectionReset` promptly instead of letting them stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_reset_after_our_half_close_fails_rust_libp2p_writes() {
+    for we_dial in [true, false] {
+        let mut p = pair(we_dial).await;
+        let mut incoming = p.theirs.control.accept(StreamProtocol::new(ENDS)).unwrap();
+        let theirs = tokio::spawn(async move {
+            let (_, mut s) = incoming.next().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"upload");
+            let chunk = vec![7u8; 64 * 1024];
+            for _ in 0..1000 {
+                if let Err(e) = s.write_all(&chunk).await {
+                    return e.kind();
+                }
+            }
+            panic!("writes to a reset stream kept succeeding");
+        });
+        let mut s = p.ours.new_stream(p.peer, [ENDS]).await.unwrap();
+        s.write_all(b"upload").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut first = [0u8; 1];
+        tokio::time::timeout(WAIT, s.read_exact(&mut first))
+            .await
+            .expect("rust-libp2p answers")
+            .unwrap();
+        s.reset();
+        let kind = tokio::time::timeout(WAIT, theirs)
+            .await
+            .unwrap_or_else(|_| panic!("rust-libp2p's writer stalls (we_dial: {we_dial})"))
+            .unwrap();
+        assert_eq!(
+            kind,
+            std::io::ErrorKind::ConnectionReset,
+            "we_dial: {we_dial}"
+        );
+        p.theirs.stop();
+        p.ours.shutdown().await;
+    }
+}
+
+/// (5e) A reset after the peer's FIN, we reset: rust-libp2p answers and FINs, we read the answer
+/// to its end, then reset mid-upload. Over QUIC that is a `RESET_STREAM` rust-libp2p sees: its
+/// read fails with `ConnectionReset`, not an end of stream (over yamux it cannot tell, see
+/// `interop_rust_libp2p.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_reset_after_rust_libp2p_fin_fails_its_read() {
+    for we_dial in [true, false] {
+        let mut p = pair(we_dial).await;
+        let mut incoming = p.theirs.control.accept(StreamProtocol::new(ENDS)).unwrap();
+        let theirs = tokio::spawn(async move {
+            let (_, mut s) = incoming.next().await.unwrap();
+            s.write_all(b"go ahead").await.unwrap();
+            s.close().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.map_err(|e| e.kind())
+        });
+        let mut s = p.ours.new_stream(p.peer, [ENDS]).await.unwrap();
+        s.write_all(b"part one,").await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .expect("rust-libp2p's FIN is a clean end");
+        assert_eq!(answer, b"go ahead");
+        s.write_all(b" part two").await.unwrap();
+        s.reset();
+        let read = tokio::time::timeout(WAIT, theirs)
+            .await
+            .unwrap_or_else(|_| panic!("rust-libp2p's reader hangs (we_dial: {we_dial})"))
+            .unwrap();
+        assert_eq!(
+            read,
+            Err(std::io::ErrorKind::ConnectionReset),
+            "we_dial: {we_dial}"
+        );
+        p.theirs.stop();
+        p.ours.shutdown().await;
+    }
+}
