@@ -492,8 +492,8 @@ async fn our_reset_after_js_libp2p_fin_is_a_reset_there() {
 }
 
 /// The reset after the peer's FIN, over QUIC: `@chainsafe/libp2p-quic` 1.1.8 cannot tell our
-/// `RESET_STREAM` from a FIN. Its reader ends cleanly (no error, status `closed`) with what
-/// arrived before the reset, where over yamux it fails with `StreamResetError` (the test above):
+/// `RESET_STREAM` from a FIN. Its reader ends cleanly (no error, status `closed`) with what it
+/// had read before the reset, where over yamux it fails with `StreamResetError` (the test above):
 /// its `QuicStream.readyFromStream` ends the source without an error.
 /// Our reset is a real one: quinn in rust-libp2p fails its read with `ConnectionReset` in the
 /// same case (`interop_quic.rs`, `our_reset_after_rust_libp2p_fin_fails_its_read`).
@@ -532,12 +532,10 @@ async fn our_reset_after_js_libp2p_fin_over_quic_ends_its_read_cleanly() {
         report["status"] == "closed" || report["status"] == "open",
         "{report}"
     );
-    // The bytes before the reset may or may not have gone out first; nothing after them.
+    // What it read is some prefix of what we sent: a reset lets QUIC drop data not yet read
+    // (with a cold js node even "part one," is often lost), never anything else.
     let read = str_field(&report, "read");
-    assert!(
-        read == "part one," || read == "part one, part two",
-        "{report}"
-    );
+    assert!("part one, part two".starts_with(read), "{report}");
     ours.shutdown().await;
     theirs.stop().await;
 }
