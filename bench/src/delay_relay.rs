@@ -201,8 +201,15 @@ async fn udp_session(
     });
     tasks.spawn(async move {
         let mut buf = vec![0u8; READ_BUF];
-        while let Ok(n) = up.recv(&mut buf).await {
-            let _ = down_tx.try_send((Instant::now() + delay, buf[..n].to_vec()));
+        loop {
+            match up.recv(&mut buf).await {
+                Ok(n) => {
+                    let _ = down_tx.try_send((Instant::now() + delay, buf[..n].to_vec()));
+                }
+                // An ICMP port unreachable for an earlier datagram: the socket still works.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(_) => return,
+            }
         }
     });
     let socket = socket.clone();
