@@ -30,7 +30,7 @@ pub(crate) fn is_dns(addr: &Multiaddr) -> bool {
     )
 }
 
-/// The TCP addresses a `/dns|dns4|dns6/<name>/tcp/<port>/…` address stands for: the name
+/// The addresses a `/dns|dns4|dns6/<name>/tcp|udp/<port>/…` address stands for: the name
 /// resolved by the system resolver (`/dns4` keeps IPv4 answers, `/dns6` IPv6 ones, `/dns` both),
 /// each with the rest of the address kept. An empty list when the name has no such address.
 pub(crate) async fn resolve_dns(addr: &Multiaddr) -> std::io::Result<Vec<Multiaddr>> {
@@ -41,11 +41,15 @@ pub(crate) async fn resolve_dns(addr: &Multiaddr) -> std::io::Result<Vec<Multiad
         Some(Protocol::Dns6(name)) => (name, false, true),
         _ => return Ok(vec![addr.clone()]),
     };
-    let Some(Protocol::Tcp(port)) = iter.next() else {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "expected /tcp/<port> after the name",
-        ));
+    let (port, transport) = match iter.next() {
+        Some(Protocol::Tcp(port)) => (port, Protocol::Tcp(port)),
+        Some(Protocol::Udp(port)) => (port, Protocol::Udp(port)),
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "expected /tcp/<port> or /udp/<port> after the name",
+            ));
+        }
     };
     let rest: Vec<Protocol<'_>> = iter.collect();
     let mut out = Vec::new();
@@ -58,7 +62,7 @@ pub(crate) async fn resolve_dns(addr: &Multiaddr) -> std::io::Result<Vec<Multiad
             std::net::IpAddr::V6(v6) if want_v6 => Protocol::Ip6(v6),
             _ => continue,
         };
-        let resolved: Multiaddr = [first, Protocol::Tcp(port)]
+        let resolved: Multiaddr = [first, transport.clone()]
             .into_iter()
             .chain(rest.iter().cloned())
             .collect();

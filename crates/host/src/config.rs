@@ -35,7 +35,7 @@ impl Default for Limits {
 pub struct HostConfig {
     /// Resource limits.
     pub limits: Limits,
-    /// Time allowed for a dial: TCP connect, noise and yamux. Default 10 s.
+    /// Time allowed for a dial: TCP connect, noise and yamux, or the QUIC handshake. Default 10 s.
     pub dial_timeout: Duration,
     /// Time allowed for an inbound connection's noise and yamux handshake. Default 10 s.
     pub handshake_timeout: Duration,
@@ -57,6 +57,42 @@ pub struct HostConfig {
     /// the same scope as the connection it came over (a peer we reach over loopback may announce
     /// loopback addresses), so a node never starts dialing private ranges it was told about.
     pub accept_private_learned_addrs: bool,
+    /// The QUIC transport (`/udp/<port>/quic-v1`). Its stream limits are [`Limits`]'.
+    pub quic: QuicConfig,
+}
+
+/// Configuration of the QUIC transport. Stream limits are not here: a QUIC connection takes the
+/// host's [`Limits`] (inbound ones as the peer's stream credit, outbound ones as our own cap), so
+/// the two transports cannot disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuicConfig {
+    /// Whether QUIC addresses may be listened on and dialed. Default true.
+    pub enabled: bool,
+    /// Bytes a peer may send on one stream before we read them (the stream's receive window).
+    /// Default 10 MB (libp2p-quic's figure).
+    pub max_stream_window: u32,
+    /// Bytes a peer may send on all streams of a connection before we read them: the most one
+    /// connection buffers. Default 15 MB.
+    pub max_connection_window: u32,
+    /// A connection that hears nothing from its peer for this long is lost (QUIC's idle
+    /// timeout; the host's own `idle_timeout`, for connections without streams, is separate).
+    /// Default 10 s.
+    pub idle_timeout: Duration,
+    /// How often to send a keep-alive when nothing else is sent (below the peer's idle timeout).
+    /// Default 5 s.
+    pub keep_alive: Duration,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_stream_window: 10_000_000,
+            max_connection_window: 15_000_000,
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Default for HostConfig {
@@ -71,6 +107,7 @@ impl Default for HostConfig {
             identify: true,
             yamux_split_send_size: 64 * 1024,
             accept_private_learned_addrs: false,
+            quic: QuicConfig::default(),
         }
     }
 }

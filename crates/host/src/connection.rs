@@ -11,6 +11,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::host::HostInner;
-use crate::muxer::{ConnectionIo, Dispatched, MuxStream, Shared};
+use crate::muxer::{ConnectionIo, Dispatched, Shared, YamuxStream};
+use crate::quic::stream::{QuicStream, StreamCounts, StreamSlot};
+use crate::substream::MuxStream;
 use crate::{HostError, LimitKind};
 
 /// Identifies one connection for the lifetime of the host.
@@ -69,6 +72,49 @@ const READS_PER_FEED: usize = 4;
 /// Reads and writes per wake-up before the task yields to others.
 const BUDGET: usize = 32;
 
+/// The transport a connection runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// TCP with noise and yamux.
+    Tcp,
+    /// QUIC v1 (TLS 1.3, QUIC's own streams).
+    Quic,
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Quic => "quic",
+        })
+    }
+}
+
+/// How streams are opened and counted on a connection, per transport.
+#[derive(Clone)]
+pub(crate) enum MuxerHandle {
+    /// Our yamux over TCP + noise: the state machine, and the task's queue of opens that wait.
+    Yamux {
+        opener: mpsc::Sender<OpenRequest>,
+        shared: Arc<Mutex<Shared>>,
+    },
+    /// A QUIC connection (quinn drives it) and its stream counts.
+    Quic {
+        conn: quinn::Connection,
+        counts: Arc<StreamCounts>,
+        max_outbound: usize,
+    },
+}
+
+/// An authenticated connection, before the host takes it.
+pub(crate) enum Established {
+    /// yamux negotiated over TCP + noise, not driven yet.
+    Yamux(crate::muxer::Muxer),
+    /// A QUIC connection whose handshake completed.
+    Quic(quinn::Connection),
+}
+
 /// What the host keeps about a live connection.
 #[derive(Clone)]
 pub(crate) struct ConnectionHandle {
@@ -76,9 +122,8 @@ pub(crate) struct ConnectionHandle {
     pub(crate) peer: PeerId,
     pub(crate) direction: Direction,
     pub(crate) remote_addr: Multiaddr,
-    pub(crate) opener: mpsc::Sender<OpenRequest>,
     pub(crate) close: CancellationToken,
-    pub(crate) shared: Arc<Mutex<Shared>>,
+    pub(crate) muxer: MuxerHandle,
 }
 
 impl std::fmt::Debug for ConnectionHandle {
@@ -88,22 +133,49 @@ impl std::fmt::Debug for ConnectionHandle {
             .field("peer", &self.peer)
             .field("direction", &self.direction)
             .field("remote_addr", &self.remote_addr)
+            .field("transport", &self.transport())
             .finish_non_exhaustive()
     }
 }
 
 impl ConnectionHandle {
-    /// Asks the connection task for a new outbound stream.
+    /// The connection's transport.
+    pub(crate) fn transport(&self) -> TransportKind {
+        match self.muxer {
+            MuxerHandle::Yamux { .. } => TransportKind::Tcp,
+            MuxerHandle::Quic { .. } => TransportKind::Quic,
+        }
+    }
+
+    /// Opens a new outbound stream (over the outbound stream limit: `LimitReached`, and nothing
+    /// else is touched).
     pub(crate) async fn open_substream(&self) -> Result<MuxStream, HostError> {
+        let closed = || HostError::ConnectionClosed { peer: self.peer };
+        let (opener, shared) = match &self.muxer {
+            MuxerHandle::Yamux { opener, shared } => (opener, shared),
+            MuxerHandle::Quic {
+                conn,
+                counts,
+                max_outbound,
+            } => {
+                let slot =
+                    StreamSlot::outbound(counts, *max_outbound).ok_or(HostError::LimitReached {
+                        limit: LimitKind::OutboundStreams,
+                    })?;
+                // Waits while the peer's stream credit is used up.
+                let (send, recv) = conn.open_bi().await.map_err(|_| closed())?;
+                return Ok(MuxStream::Quic(QuicStream::new(send, recv, slot)));
+            }
+        };
         // Straight from the state machine when the ACK backlog has room (no hop through the
         // connection task); in line at the task when it is full.
         {
-            let mut s = self.shared.lock();
+            let mut s = shared.lock();
             match s.conn.open_stream() {
                 Ok(Some(id)) => {
                     s.wake_driver_if_sending();
                     drop(s);
-                    return Ok(MuxStream::new(self.shared.clone(), id));
+                    return Ok(MuxStream::Yamux(YamuxStream::new(shared.clone(), id)));
                 }
                 Ok(None) => {}
                 Err(OpenError::LimitReached(_)) => {
@@ -111,18 +183,20 @@ impl ConnectionHandle {
                         limit: LimitKind::OutboundStreams,
                     });
                 }
-                Err(_) => return Err(HostError::ConnectionClosed { peer: self.peer }),
+                Err(_) => return Err(closed()),
             }
         }
         let (tx, rx) = oneshot::channel();
-        let closed = || HostError::ConnectionClosed { peer: self.peer };
-        self.opener.send(tx).await.map_err(|_| closed())?;
+        opener.send(tx).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
     /// Streams in use on the connection, both directions.
     pub(crate) fn open_streams(&self) -> usize {
-        self.shared.lock().conn.stream_count()
+        match &self.muxer {
+            MuxerHandle::Yamux { shared, .. } => shared.lock().conn.stream_count(),
+            MuxerHandle::Quic { counts, .. } => counts.open.load(Ordering::Acquire),
+        }
     }
 }
 
@@ -267,10 +341,10 @@ pub(crate) async fn run(
     host: Arc<HostInner>,
     handle: ConnectionHandle,
     io: Box<dyn ConnectionIo>,
+    shared: Arc<Mutex<Shared>>,
     mut requests: mpsc::Receiver<OpenRequest>,
 ) {
     let mut io = Io::new(io);
-    let shared = handle.shared.clone();
     let mut pending: VecDeque<OpenRequest> = VecDeque::new();
     let idle_timeout = host.config.idle_timeout;
     let mut idle_tick = idle_timeout.map(|t| {
@@ -349,18 +423,18 @@ pub(crate) async fn run(
             }
             for (req, reply) in opened {
                 // A requester that gave up drops the stream, which resets it.
-                let _ = req.send(reply.map(|id| MuxStream::new(shared.clone(), id)));
+                let _ = req.send(reply.map(|id| MuxStream::Yamux(YamuxStream::new(shared.clone(), id))));
             }
             if found.refused > 0 {
                 host.metrics
                     .refused_streams
-                    .fetch_add(found.refused as u64, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(found.refused as u64, Ordering::Relaxed);
                 if host.warn_limiter.allow() {
                     tracing::warn!(peer = %handle.peer, conn = %handle.id, limit = host.config.limits.max_inbound_streams_per_connection, "inbound stream refused: limit reached");
                 }
             }
             for id in found.inbound {
-                host.on_inbound_substream(&handle, MuxStream::new(shared.clone(), id));
+                host.on_inbound_substream(&handle, MuxStream::Yamux(YamuxStream::new(shared.clone(), id)));
             }
             if let Some(code) = found.go_away
                 && !going_away
@@ -464,4 +538,66 @@ pub(crate) async fn run(
 fn wake_all(shared: &Arc<Mutex<Shared>>) {
     let mut found = Dispatched::default();
     shared.lock().dispatch(&mut found);
+}
+
+/// Runs one QUIC connection until it closes: hands the peer's streams to the host, closes the
+/// connection when asked or idle, and wakes every stream when it ends (quinn fails their reads
+/// and writes: `ConnectionAborted` when we closed, `ConnectionReset` when it was lost).
+pub(crate) async fn run_quic(
+    host: Arc<HostInner>,
+    handle: ConnectionHandle,
+    conn: quinn::Connection,
+    counts: Arc<StreamCounts>,
+) {
+    let idle_timeout = host.config.idle_timeout;
+    let period = idle_timeout.map_or(Duration::from_secs(3600), |t| {
+        (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    });
+    let mut idle_tick = tokio::time::interval(period);
+    let mut idle_since: Option<Instant> = None;
+    let exit = loop {
+        tokio::select! {
+            biased;
+            () = handle.close.cancelled() => break Exit::Closed,
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let slot = StreamSlot::inbound(&counts);
+                    host.on_inbound_substream(&handle, MuxStream::Quic(QuicStream::new(send, recv, slot)));
+                }
+                Err(e) => break Exit::Lost(e.to_string()),
+            },
+            _ = idle_tick.tick(), if idle_timeout.is_some() => {
+                let timeout = idle_timeout.unwrap_or(Duration::MAX);
+                if handle.open_streams() > 0 || host.is_protected(&handle.peer) {
+                    idle_since = None;
+                } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= timeout {
+                    break Exit::Idle;
+                }
+            }
+        }
+    };
+    match &exit {
+        Exit::Closed => {
+            tracing::debug!(peer = %handle.peer, conn = %handle.id, "closing QUIC connection")
+        }
+        Exit::Idle => {
+            tracing::debug!(peer = %handle.peer, conn = %handle.id, "closing idle QUIC connection")
+        }
+        Exit::Lost(e) | Exit::Protocol(e) => {
+            tracing::debug!(peer = %handle.peer, conn = %handle.id, error = %e, "QUIC connection ended")
+        }
+    }
+    host.remove_connection(&handle);
+    let deliveries = counts.take_deliveries();
+    if matches!(exit, Exit::Closed | Exit::Idle) {
+        // What finished streams sent reaches the peer before the close (bounded), as on yamux.
+        if !deliveries.is_empty() {
+            let all = futures::future::join_all(deliveries);
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, all).await;
+        }
+        // The close frame goes out at once; the endpoint keeps the connection's state until the
+        // peer has had time to hear it (and the host's shutdown waits for that). A lost
+        // connection is left as it is, so its streams read as lost (`ConnectionReset`).
+        conn.close(0u32.into(), b"");
+    }
 }

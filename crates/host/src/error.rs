@@ -104,6 +104,14 @@ pub enum HostError {
     /// The host has been shut down.
     #[error("the host is shut down")]
     ShutDown,
+    /// A configuration value the host cannot use.
+    #[error("invalid configuration {field}: {reason}")]
+    InvalidConfig {
+        /// The field, e.g. `quic.idle_timeout`.
+        field: &'static str,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// A multiaddr this host cannot use (for example not `/ip4|ip6/…/tcp/…`).
     #[error("unsupported address {addr}: {reason}")]
     InvalidAddress {

@@ -14,14 +14,17 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::connection::{self, ConnectionHandle, ConnectionId, Direction};
+use crate::connection::{
+    self, ConnectionHandle, ConnectionId, Direction, Established, MuxerHandle, TransportKind,
+};
 use crate::handlers::{HandlerFn, Handlers, StreamHandlerRegistration, StreamReceiver};
 use crate::listen::ListenerEntry;
 use crate::metrics::Metrics;
-use crate::muxer::{MuxStream, Shared};
+use crate::muxer::Shared;
 use crate::peer_store::PeerStore;
 use crate::protocols::{identify, ping};
 use crate::stream::StreamGuard;
+use crate::substream::MuxStream;
 use crate::transport::{self, BoxedTransport};
 use crate::{
     HostConfig, HostError, HostEvent, HostMetrics, InboundStream, LimitKind, Stream,
@@ -30,6 +33,16 @@ use crate::{
 
 /// Capacity of the host event channel; a subscriber that falls further behind misses events.
 const EVENT_CAPACITY: usize = 1024;
+
+/// What drives a new connection.
+enum Driver {
+    Yamux(
+        Box<dyn crate::muxer::ConnectionIo>,
+        Arc<Mutex<Shared>>,
+        mpsc::Receiver<connection::OpenRequest>,
+    ),
+    Quic(quinn::Connection, Arc<crate::quic::stream::StreamCounts>),
+}
 
 /// Information about one live connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +58,8 @@ pub struct ConnectionInfo {
     pub remote_addr: Multiaddr,
     /// Open streams (both directions).
     pub open_streams: usize,
+    /// The transport it runs on.
+    pub transport: TransportKind,
 }
 
 /// A libp2p host: listens, dials, authenticates peers with noise, multiplexes streams with
@@ -71,6 +86,7 @@ pub(crate) struct HostInner {
     pub(crate) keypair: Keypair,
     pub(crate) peer_id: PeerId,
     pub(crate) dialer: Mutex<BoxedTransport>,
+    pub(crate) quic: crate::quic::Quic,
     pub(crate) listeners: Mutex<HashMap<u64, ListenerEntry>>,
     pub(crate) connections: Mutex<HashMap<PeerId, Vec<ConnectionHandle>>>,
     pub(crate) pending_dials: crate::dial::PendingDials,
@@ -100,6 +116,7 @@ impl Host {
             config.handshake_timeout,
             config.yamux_split_send_size,
         )?;
+        let quic = crate::quic::Quic::new(&keypair, &config)?;
         let peer_id = keypair.public().to_peer_id();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let inner = Arc::new(HostInner {
@@ -107,6 +124,7 @@ impl Host {
             keypair,
             peer_id,
             dialer: Mutex::new(dialer),
+            quic,
             listeners: Mutex::default(),
             connections: Mutex::default(),
             pending_dials: Default::default(),
@@ -310,6 +328,7 @@ impl Host {
                 direction: h.direction,
                 remote_addr: h.remote_addr.clone(),
                 open_streams: h.open_streams(),
+                transport: h.transport(),
             })
             .collect()
     }
@@ -379,6 +398,8 @@ impl Host {
         // Callers still waiting for a coalesced dial learn that the host is gone.
         self.inner.pending_dials.lock().clear();
         self.inner.tasks.wait().await;
+        // Every QUIC connection was closed by its task: let the endpoints say goodbye and go.
+        self.inner.quic.close_all().await;
         // Handlers may hold host handles: dropping them breaks the reference cycle. They are
         // dropped after the table's lock is released, since they may own registrations.
         drop(self.inner.handlers.take_all());
@@ -451,13 +472,13 @@ impl HostInner {
     pub(crate) fn add_connection(
         self: &Arc<Self>,
         peer: PeerId,
-        muxer: crate::muxer::Muxer,
+        established: Established,
         direction: Direction,
         remote_addr: Multiaddr,
     ) -> Result<ConnectionHandle, HostError> {
         let limits = &self.config.limits;
         let (tx, rx) = mpsc::channel(connection::OPEN_CHANNEL_CAPACITY);
-        let handle = {
+        let (handle, driver) = {
             let mut conns = self.connections.lock();
             self.check_running()?;
             let total: usize = conns.values().map(Vec::len).sum();
@@ -473,20 +494,45 @@ impl HostInner {
                 if self.warn_limiter.allow() {
                     tracing::warn!(%peer, %remote_addr, %limit, "connection refused: limit reached");
                 }
+                if let Established::Quic(conn) = &established {
+                    conn.close(0u32.into(), b"connection limit");
+                }
                 return Err(HostError::LimitReached { limit });
             }
+            let (muxer, driver) = match established {
+                Established::Yamux(muxer) => {
+                    let shared = Shared::new(p2pnet_yamux::Connection::new(
+                        muxer.mode,
+                        muxer.config.clone(),
+                        std::time::Instant::now(),
+                    ));
+                    (
+                        MuxerHandle::Yamux {
+                            opener: tx,
+                            shared: shared.clone(),
+                        },
+                        Driver::Yamux(muxer.io, shared, rx),
+                    )
+                }
+                Established::Quic(conn) => {
+                    let counts = Arc::default();
+                    (
+                        MuxerHandle::Quic {
+                            conn: conn.clone(),
+                            counts: Arc::clone(&counts),
+                            max_outbound: limits.max_outbound_streams_per_connection,
+                        },
+                        Driver::Quic(conn, counts),
+                    )
+                }
+            };
             let handle = ConnectionHandle {
                 id: ConnectionId(self.next_id()),
                 peer,
                 direction,
                 remote_addr: remote_addr.clone(),
-                opener: tx,
                 close: self.shutdown.child_token(),
-                shared: Shared::new(p2pnet_yamux::Connection::new(
-                    muxer.mode,
-                    muxer.config.clone(),
-                    std::time::Instant::now(),
-                )),
+                muxer,
             };
             conns.entry(peer).or_default().push(handle.clone());
             match direction {
@@ -494,13 +540,26 @@ impl HostInner {
                 Direction::Outbound => &self.metrics.connections_outbound,
             }
             .fetch_add(1, Ordering::Relaxed);
-            handle
+            (handle, driver)
         };
         tracing::debug!(%peer, conn = %handle.id, ?direction, %remote_addr, "connection established");
         // The connection task watches its own token (a child of the shutdown token) so that it
         // can say goodbye to the peer before it ends.
-        self.tasks
-            .spawn(connection::run(self.clone(), handle.clone(), muxer.io, rx));
+        match driver {
+            Driver::Yamux(io, shared, rx) => self.tasks.spawn(connection::run(
+                self.clone(),
+                handle.clone(),
+                io,
+                shared,
+                rx,
+            )),
+            Driver::Quic(conn, counts) => self.tasks.spawn(connection::run_quic(
+                self.clone(),
+                handle.clone(),
+                conn,
+                counts,
+            )),
+        };
         self.emit(HostEvent::Connected {
             peer,
             connection: handle.id,

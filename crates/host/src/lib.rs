@@ -53,12 +53,14 @@ mod muxer;
 mod peer_store;
 mod protocol_name;
 mod protocols;
+mod quic;
 mod stream;
+mod substream;
 mod transport;
 
 pub use addr::{AddrScope, addr_scope, with_p2p, without_p2p};
-pub use config::{HostConfig, Limits};
-pub use connection::{ConnectionId, Direction};
+pub use config::{HostConfig, Limits, QuicConfig};
+pub use connection::{ConnectionId, Direction, TransportKind};
 pub use error::{HostError, LimitKind};
 pub use events::HostEvent;
 pub use handlers::{StreamHandlerRegistration, StreamReceiver};

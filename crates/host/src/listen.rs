@@ -10,12 +10,12 @@ use multiaddr::Multiaddr;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::Direction;
+use crate::connection::{Direction, Established};
 use crate::dial::error_chain;
 use crate::host::HostInner;
 use crate::metrics::Metrics;
 use crate::transport::{self, BoxedTransport};
-use crate::{HostError, LimitKind, addr};
+use crate::{HostError, LimitKind, addr, quic};
 
 /// What the host keeps about one listener.
 #[derive(Debug)]
@@ -82,10 +82,14 @@ impl HostInner {
         addr: Multiaddr,
     ) -> Result<Multiaddr, HostError> {
         self.check_running()?;
+        if let Some(socket) = quic::socket_addr(&addr) {
+            return self.listen_quic(addr, socket).await;
+        }
         if !addr::is_tcp(&addr) {
             return Err(HostError::InvalidAddress {
                 addr,
-                reason: "expected /ip4|ip6/<ip>/tcp/<port>".into(),
+                reason: "expected /ip4|ip6/<ip>/tcp/<port> or /ip4|ip6/<ip>/udp/<port>/quic-v1"
+                    .into(),
             });
         }
         check_port_free(&addr)?;
@@ -199,11 +203,9 @@ impl HostInner {
         }
     }
 
-    fn on_incoming(
-        self: &Arc<Self>,
-        upgrade: <BoxedTransport as libp2p_core::Transport>::ListenerUpgrade,
-        remote_addr: Multiaddr,
-    ) {
+    /// Refuses an inbound connection over the pending-handshake or connection limit (counted
+    /// and logged); otherwise returns the guard that counts its handshake as pending.
+    fn admit(self: &Arc<Self>, remote_addr: &Multiaddr) -> Option<PendingGuard> {
         let limits = &self.config.limits;
         let pending = self.pending_incoming.fetch_add(1, Ordering::Relaxed);
         let guard = PendingGuard(self.clone());
@@ -221,15 +223,192 @@ impl HostInner {
             if self.warn_limiter.allow() {
                 tracing::warn!(%remote_addr, %limit, "inbound connection refused: limit reached");
             }
-            return;
+            return None;
         }
+        Some(guard)
+    }
+
+    /// Binds a QUIC endpoint to `socket` and serves it from a listener task.
+    async fn listen_quic(
+        self: &Arc<Self>,
+        addr: Multiaddr,
+        socket: std::net::SocketAddr,
+    ) -> Result<Multiaddr, HostError> {
+        if !self.config.quic.enabled {
+            return Err(HostError::InvalidAddress {
+                addr,
+                reason: "QUIC is disabled in this host's configuration".into(),
+            });
+        }
+        let id = self.next_id();
+        let failed = |e: io::Error| HostError::ListenFailed {
+            addr: addr.clone(),
+            source: Arc::new(e),
+        };
+        let endpoint = self.quic.bind(id, socket).map_err(failed)?;
+        let local = match endpoint.local_addr() {
+            Ok(local) => local,
+            Err(e) => {
+                self.quic.unbind(id);
+                return Err(failed(e));
+            }
+        };
+        let close = self.shutdown.child_token();
+        self.listeners.lock().insert(
+            id,
+            ListenerEntry {
+                requested: addr.clone(),
+                addrs: Vec::new(),
+                close: close.clone(),
+            },
+        );
+        let (bound_tx, bound_rx) = oneshot::channel();
+        self.tasks.spawn(
+            self.clone()
+                .run_quic_listener(id, endpoint, local, close, bound_tx),
+        );
+        match bound_rx.await {
+            Ok(bound) => {
+                tracing::info!(requested = %addr, address = %bound, "listening (QUIC)");
+                Ok(bound)
+            }
+            Err(_) => Err(failed(io::Error::other(
+                "listener closed before reporting an address",
+            ))),
+        }
+    }
+
+    /// Accepts QUIC connections on `endpoint` until closed; for an unspecified IP, reports the
+    /// addresses of the interfaces of its family as they come and go.
+    async fn run_quic_listener(
+        self: Arc<Self>,
+        id: u64,
+        endpoint: quinn::Endpoint,
+        local: std::net::SocketAddr,
+        close: CancellationToken,
+        bound: oneshot::Sender<Multiaddr>,
+    ) {
+        let mut bound = Some(bound);
+        let mut watcher = None;
+        if local.ip().is_unspecified() {
+            match if_watch::tokio::IfWatcher::new() {
+                Ok(w) => watcher = Some(w),
+                Err(e) => tracing::warn!(error = %e, "cannot list network interfaces"),
+            }
+        } else {
+            self.add_listen_addr(id, quic::multiaddr(local), &mut bound);
+        }
+        loop {
+            tokio::select! {
+                () = close.cancelled() => break,
+                incoming = endpoint.accept() => match incoming {
+                    Some(incoming) => self.on_incoming_quic(incoming),
+                    None => break,
+                },
+                event = next_if_event(&mut watcher) => match event {
+                    Ok(if_watch::IfEvent::Up(net)) if net.addr().is_ipv4() == local.is_ipv4() => {
+                        let addr = quic::multiaddr(std::net::SocketAddr::new(net.addr(), local.port()));
+                        self.add_listen_addr(id, addr, &mut bound);
+                    }
+                    Ok(if_watch::IfEvent::Down(net)) => {
+                        let addr = quic::multiaddr(std::net::SocketAddr::new(net.addr(), local.port()));
+                        if let Some(entry) = self.listeners.lock().get_mut(&id) {
+                            entry.addrs.retain(|a| *a != addr);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "network interface watch failed");
+                        watcher = None;
+                    }
+                }
+            }
+        }
+        // No new connection; the ones it carries run on until they end.
+        self.quic.unbind(id);
+        if let Some(entry) = self.listeners.lock().remove(&id) {
+            tracing::info!(addresses = ?entry.addrs, "listener closed");
+        }
+    }
+
+    fn add_listen_addr(
+        &self,
+        id: u64,
+        addr: Multiaddr,
+        bound: &mut Option<oneshot::Sender<Multiaddr>>,
+    ) {
+        if let Some(entry) = self.listeners.lock().get_mut(&id)
+            && !entry.addrs.contains(&addr)
+        {
+            entry.addrs.push(addr.clone());
+        }
+        match bound.take() {
+            Some(tx) => {
+                let _ = tx.send(addr);
+            }
+            None => tracing::info!(address = %addr, "listening on a new address"),
+        }
+    }
+
+    /// Handshakes an inbound QUIC connection on a task of its own, within the limits.
+    fn on_incoming_quic(self: &Arc<Self>, incoming: quinn::Incoming) {
+        let remote_addr = quic::multiaddr(incoming.remote_address());
+        let Some(guard) = self.admit(&remote_addr) else {
+            incoming.refuse();
+            return;
+        };
+        let inner = self.clone();
+        let timeout = self.config.handshake_timeout;
+        self.spawn(async move {
+            let _guard = guard;
+            let handshake = async {
+                let conn = incoming.accept().map_err(|e| e.to_string())?.await;
+                let conn = conn.map_err(|e| e.to_string())?;
+                let peer = quic::peer_id(&conn).inspect_err(|_| conn.close(0u32.into(), b""))?;
+                Ok::<_, String>((peer, conn))
+            };
+            match tokio::time::timeout(timeout, handshake).await {
+                Ok(Ok((peer, conn))) => {
+                    // A refusal is counted and logged by add_connection.
+                    let _ = inner.add_connection(
+                        peer,
+                        Established::Quic(conn),
+                        Direction::Inbound,
+                        remote_addr,
+                    );
+                }
+                Ok(Err(e)) => {
+                    Metrics::inc(&inner.metrics.failed_handshakes);
+                    tracing::debug!(%remote_addr, error = %e, "inbound QUIC handshake failed");
+                }
+                Err(_) => {
+                    Metrics::inc(&inner.metrics.failed_handshakes);
+                    tracing::debug!(%remote_addr, "inbound QUIC handshake timed out");
+                }
+            }
+        });
+    }
+
+    fn on_incoming(
+        self: &Arc<Self>,
+        upgrade: <BoxedTransport as libp2p_core::Transport>::ListenerUpgrade,
+        remote_addr: Multiaddr,
+    ) {
+        let Some(guard) = self.admit(&remote_addr) else {
+            return;
+        };
         let inner = self.clone();
         self.spawn(async move {
             let _guard = guard;
             match upgrade.await {
                 Ok((peer, muxer)) => {
                     // A refusal is counted and logged by add_connection.
-                    let _ = inner.add_connection(peer, muxer, Direction::Inbound, remote_addr);
+                    let _ = inner.add_connection(
+                        peer,
+                        Established::Yamux(muxer),
+                        Direction::Inbound,
+                        remote_addr,
+                    );
                 }
                 Err(e) => {
                     Metrics::inc(&inner.metrics.failed_handshakes);
@@ -237,5 +416,19 @@ impl HostInner {
                 }
             }
         });
+    }
+}
+
+/// The next interface event, or never when there is no watcher.
+async fn next_if_event(
+    watcher: &mut Option<if_watch::tokio::IfWatcher>,
+) -> io::Result<if_watch::IfEvent> {
+    use futures::StreamExt as _;
+    match watcher {
+        Some(w) => match w.next().await {
+            Some(event) => event,
+            None => Err(io::Error::other("interface watch ended")),
+        },
+        None => std::future::pending().await,
     }
 }

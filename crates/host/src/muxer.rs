@@ -3,12 +3,11 @@
 //! The connection upgrade only negotiates the protocol and hands the noise session over; the
 //! connection task (`connection.rs`) then drives a [`p2pnet_yamux::Connection`] over it. The
 //! state machine sits in [`Shared`], behind a mutex that the connection task and every
-//! [`MuxStream`] of the connection take for short, I/O-free calls; sockets are only touched by
+//! [`YamuxStream`] of the connection take for short, I/O-free calls; sockets are only touched by
 //! the connection task, outside the lock.
 
 use std::collections::HashMap;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -173,18 +172,18 @@ impl Shared {
 
 /// One yamux stream: futures I/O over the shared state machine. Dropping it releases the stream
 /// (a stream not finished both ways is reset).
-pub(crate) struct MuxStream {
+pub(crate) struct YamuxStream {
     shared: Arc<Mutex<Shared>>,
     id: StreamId,
 }
 
-impl std::fmt::Debug for MuxStream {
+impl std::fmt::Debug for YamuxStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MuxStream").field("id", &self.id).finish()
+        f.debug_struct("YamuxStream").field("id", &self.id).finish()
     }
 }
 
-impl MuxStream {
+impl YamuxStream {
     pub(crate) fn new(shared: Arc<Mutex<Shared>>, id: StreamId) -> Self {
         Self { shared, id }
     }
@@ -198,7 +197,7 @@ impl MuxStream {
     }
 }
 
-impl Drop for MuxStream {
+impl Drop for YamuxStream {
     fn drop(&mut self) {
         let mut shared = self.shared.lock();
         shared.conn.release(self.id);
@@ -238,7 +237,7 @@ impl StreamControl {
     }
 }
 
-impl MuxStream {
+impl YamuxStream {
     /// Reads into `buf` (futures-style; the stream's own state is behind the connection lock, so
     /// a shared reference is enough and a read half and a write half can be polled at once).
     pub(crate) fn poll_read_ref(
@@ -295,34 +294,5 @@ impl MuxStream {
     /// Resets both directions (RST in every state but a finished or failed one).
     pub(crate) fn reset(&self) {
         self.control().reset();
-    }
-}
-
-impl AsyncRead for MuxStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        self.poll_read_ref(cx, buf)
-    }
-}
-
-impl AsyncWrite for MuxStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.poll_write_ref(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Written bytes are already queued in order; the connection task sends them.
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.finish())
     }
 }

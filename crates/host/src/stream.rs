@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connection::ConnectionId;
 use crate::metrics::Metrics;
-use crate::muxer::MuxStream;
+use crate::substream::MuxStream;
 
 /// Keeps one stream counted in the host's open-stream gauge while alive.
 #[derive(Debug)]

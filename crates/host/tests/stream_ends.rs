@@ -20,8 +20,8 @@ fn quiet() -> HostConfig {
 }
 
 /// A client connected to a server that hands its inbound streams on `/t/1.0.0` over a channel.
-async fn pair() -> (p2pnet_host::Host, p2pnet_host::Host, StreamReceiver) {
-    let (server, addr) = listening(quiet()).await;
+async fn pair(t: Transport) -> (p2pnet_host::Host, p2pnet_host::Host, StreamReceiver) {
+    let (server, addr) = listening_over(t, quiet()).await;
     let incoming = server.accept_streams("/t/1.0.0", 16).unwrap();
     let client = host(quiet());
     client.dial(addr).await.unwrap();
@@ -58,9 +58,8 @@ async fn open(client: &p2pnet_host::Host, server: &p2pnet_host::Host) -> p2pnet_
         .unwrap()
 }
 
-#[tokio::test]
-async fn our_close_of_the_connection_wakes_a_blocked_reader() {
-    let (client, server, mut incoming) = pair().await;
+async fn our_close_of_the_connection_wakes_a_blocked_reader(t: Transport) {
+    let (client, server, mut incoming) = pair(t).await;
     let mut s = open(&client, &server).await;
     s.write_all(b"hi").await.unwrap();
     let mut inbound = next(&mut incoming).await;
@@ -76,22 +75,22 @@ async fn our_close_of_the_connection_wakes_a_blocked_reader() {
         .unwrap()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionAborted);
-    // The peer's reader learns that the stream was cut, not finished.
-    let mut rest = Vec::new();
-    let mut buf = [0u8; 2];
-    inbound.stream.read_exact(&mut buf).await.unwrap();
-    let err = tokio::time::timeout(WAIT, inbound.stream.read_to_end(&mut rest))
+    // The peer's reader learns that the stream was cut, not finished. (Bytes it had not read
+    // yet may go with the connection: a lost yamux connection fails unfinished streams, and a
+    // QUIC CONNECTION_CLOSE discards stream state, RFC 9000 10.2.)
+    let mut got = Vec::new();
+    let err = tokio::time::timeout(WAIT, inbound.stream.read_to_end(&mut got))
         .await
         .unwrap()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    assert!(got.is_empty() || got == b"hi", "{got:?}");
     client.shutdown().await;
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn shutdown_wakes_blocked_readers_and_writers() {
-    let (client, server, mut incoming) = pair().await;
+async fn shutdown_wakes_blocked_readers_and_writers(t: Transport) {
+    let (client, server, mut incoming) = pair(t).await;
     let mut reader = open(&client, &server).await;
     let mut writer = open(&client, &server).await;
     let _a = next(&mut incoming).await;
@@ -117,9 +116,8 @@ async fn shutdown_wakes_blocked_readers_and_writers() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn reset_after_our_half_close_reaches_the_peer() {
-    let (client, server, mut incoming) = pair().await;
+async fn reset_after_our_half_close_reaches_the_peer(t: Transport) {
+    let (client, server, mut incoming) = pair(t).await;
     let mut s = open(&client, &server).await;
     s.write_all(b"upload").await.unwrap();
     s.shutdown().await.unwrap();
@@ -139,9 +137,8 @@ async fn reset_after_our_half_close_reaches_the_peer() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn reset_after_the_peers_fin_is_a_reset_not_a_fin() {
-    let (client, server, mut incoming) = pair().await;
+async fn reset_after_the_peers_fin_is_a_reset_not_a_fin(t: Transport) {
+    let (client, server, mut incoming) = pair(t).await;
     let mut s = open(&client, &server).await;
     s.write_all(b"part of an upload").await.unwrap();
     let mut inbound = next(&mut incoming).await;
@@ -163,9 +160,8 @@ async fn reset_after_the_peers_fin_is_a_reset_not_a_fin() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn dropping_a_half_closed_stream_resets_it() {
-    let (client, server, mut incoming) = pair().await;
+async fn dropping_a_half_closed_stream_resets_it(t: Transport) {
+    let (client, server, mut incoming) = pair(t).await;
     let mut s = open(&client, &server).await;
     s.shutdown().await.unwrap();
     let mut inbound = next(&mut incoming).await;
@@ -178,10 +174,9 @@ async fn dropping_a_half_closed_stream_resets_it() {
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fin_before_our_close_reads_every_byte_then_eof() {
+async fn a_fin_before_our_close_reads_every_byte_then_eof(t: Transport) {
     const LEN: usize = 1 << 20;
-    let (server, addr) = listening(quiet()).await;
+    let (server, addr) = listening_over(t, quiet()).await;
     let handler_host = server.clone();
     let _handler = server
         .set_stream_handler("/tail/1.0.0", move |mut s: InboundStream| {
@@ -209,9 +204,8 @@ async fn a_fin_before_our_close_reads_every_byte_then_eof() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn an_outbound_open_over_the_limit_fails_alone() {
-    let (server, addr) = listening(quiet()).await;
+async fn an_outbound_open_over_the_limit_fails_alone(t: Transport) {
+    let (server, addr) = listening_over(t, quiet()).await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig {
         limits: Limits {
@@ -251,15 +245,19 @@ async fn an_outbound_open_over_the_limit_fails_alone() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn inbound_streams_over_the_limit_are_reset_alone() {
-    let (server, addr) = listening(HostConfig {
-        limits: Limits {
-            max_inbound_streams_per_connection: 3,
-            ..Limits::default()
+/// yamux: a stream over the peer's limit is reset alone (QUIC has no such stream: the peer's
+/// stream credit holds it back, see the next test).
+async fn inbound_streams_over_the_limit_are_reset_alone(t: Transport) {
+    let (server, addr) = listening_over(
+        t,
+        HostConfig {
+            limits: Limits {
+                max_inbound_streams_per_connection: 3,
+                ..Limits::default()
+            },
+            ..quiet()
         },
-        ..quiet()
-    })
+    )
     .await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(quiet());
@@ -281,9 +279,8 @@ async fn inbound_streams_over_the_limit_are_reset_alone() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_closed_connection_is_never_handed_out() {
-    let (server, addr) = listening(quiet()).await;
+async fn a_closed_connection_is_never_handed_out(t: Transport) {
+    let (server, addr) = listening_over(t, quiet()).await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(quiet());
     let peer = client.dial(addr.clone()).await.unwrap();
@@ -307,11 +304,10 @@ async fn a_closed_connection_is_never_handed_out() {
 
 /// Both sides write at full speed at once, on several streams of one connection: neither
 /// connection task may stop reading its socket while the other waits for it to.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_directions_at_full_speed_never_deadlock() {
+async fn both_directions_at_full_speed_never_deadlock(t: Transport) {
     const LEN: usize = 16 << 20;
     const STREAMS: usize = 4;
-    let (server, addr) = listening(quiet()).await;
+    let (server, addr) = listening_over(t, quiet()).await;
     // The server writes LEN and reads LEN on each stream, at the same time.
     let _both = server
         .set_stream_handler("/both/1.0.0", |s: InboundStream| async move {
@@ -372,9 +368,8 @@ async fn both_directions_at_full_speed_never_deadlock() {
 
 /// Many bulk transfers each ending with a FIN and a one-byte answer: the last frames of each
 /// (FIN, answer) always leave, also when the socket was full at the last flush.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_last_frames_of_every_transfer_are_flushed() {
-    let (server, addr) = listening(quiet()).await;
+async fn the_last_frames_of_every_transfer_are_flushed(t: Transport) {
+    let (server, addr) = listening_over(t, quiet()).await;
     let _sink = server
         .set_stream_handler("/sink/1.0.0", |mut s: InboundStream| async move {
             let mut buf = vec![0u8; 256 * 1024];
@@ -403,9 +398,8 @@ async fn the_last_frames_of_every_transfer_are_flushed() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn split_halves_read_and_write_at_once_and_release_the_stream_together() {
-    let (client, server, mut incoming) = pair().await;
+async fn split_halves_read_and_write_at_once_and_release_the_stream_together(t: Transport) {
+    let (client, server, mut incoming) = pair(t).await;
     let mut s = open(&client, &server).await;
     let mut inbound = next(&mut incoming).await;
     // Borrowed halves in one task: write, half close through the write half, read the answer.
@@ -457,4 +451,95 @@ async fn split_halves_read_and_write_at_once_and_release_the_stream_together() {
     .await;
     client.shutdown().await;
     server.shutdown().await;
+}
+
+/// QUIC: the limit on inbound streams is the peer's stream credit, so a stream over it waits
+/// (bounded by the negotiation timeout) and goes ahead as soon as one is released.
+async fn inbound_streams_over_the_limit_wait_for_credit(t: Transport) {
+    let (server, addr) = listening_over(
+        t,
+        HostConfig {
+            limits: Limits {
+                max_inbound_streams_per_connection: 3,
+                ..Limits::default()
+            },
+            ..quiet()
+        },
+    )
+    .await;
+    let _echo = serve_echo(&server, "/echo/1.0.0");
+    let client = host(HostConfig {
+        negotiation_timeout: Duration::from_millis(300),
+        ..quiet()
+    });
+    let peer = client.dial(addr).await.unwrap();
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        kept.push(client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap());
+    }
+    let err = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap_err();
+    assert!(matches!(err, HostError::Timeout { .. }), "{err:?}");
+    for s in &mut kept {
+        s.write_all(b"ok").await.unwrap();
+        let mut back = [0u8; 2];
+        s.read_exact(&mut back).await.unwrap();
+    }
+    // Released (reset) streams give their credit back.
+    kept.pop();
+    let mut s = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(s) = client.new_stream(peer, ["/echo/1.0.0"]).await {
+                break s;
+            }
+        }
+    })
+    .await
+    .expect("a released stream's credit comes back");
+    s.write_all(b"ok").await.unwrap();
+    s.read_exact(&mut [0u8; 2]).await.unwrap();
+    assert_eq!(client.connections(Some(&peer)).len(), 1);
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// Each case above, once per transport.
+macro_rules! over {
+    ($transport:ident: $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Transport::$transport).await
+            }
+        )*
+    };
+}
+
+mod tcp {
+    over!(Tcp: our_close_of_the_connection_wakes_a_blocked_reader,
+        shutdown_wakes_blocked_readers_and_writers,
+        reset_after_our_half_close_reaches_the_peer,
+        reset_after_the_peers_fin_is_a_reset_not_a_fin,
+        dropping_a_half_closed_stream_resets_it,
+        a_fin_before_our_close_reads_every_byte_then_eof,
+        an_outbound_open_over_the_limit_fails_alone,
+        inbound_streams_over_the_limit_are_reset_alone,
+        a_closed_connection_is_never_handed_out,
+        both_directions_at_full_speed_never_deadlock,
+        the_last_frames_of_every_transfer_are_flushed,
+        split_halves_read_and_write_at_once_and_release_the_stream_together);
+}
+
+mod quic {
+    over!(Quic: our_close_of_the_connection_wakes_a_blocked_reader,
+        shutdown_wakes_blocked_readers_and_writers,
+        reset_after_our_half_close_reaches_the_peer,
+        reset_after_the_peers_fin_is_a_reset_not_a_fin,
+        dropping_a_half_closed_stream_resets_it,
+        a_fin_before_our_close_reads_every_byte_then_eof,
+        an_outbound_open_over_the_limit_fails_alone,
+        a_closed_connection_is_never_handed_out,
+        both_directions_at_full_speed_never_deadlock,
+        the_last_frames_of_every_transfer_are_flushed,
+        split_halves_read_and_write_at_once_and_release_the_stream_together,
+        inbound_streams_over_the_limit_wait_for_credit);
 }

@@ -19,6 +19,33 @@ pub async fn listening(config: HostConfig) -> (Host, Multiaddr) {
     (host, full)
 }
 
+/// The transports every stream test runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP + noise + yamux.
+    Tcp,
+    /// QUIC v1.
+    Quic,
+}
+
+impl Transport {
+    /// A loopback listen address with a free port.
+    pub fn loopback(self) -> Multiaddr {
+        match self {
+            Transport::Tcp => LOOPBACK.parse().unwrap(),
+            Transport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+        }
+    }
+}
+
+/// A host listening on a free loopback port of transport `t`; it and its full `/p2p/` address.
+pub async fn listening_over(t: Transport, config: HostConfig) -> (Host, Multiaddr) {
+    let host = Host::new(generate_keypair(), config).unwrap();
+    let addr = host.listen_on(t.loopback()).await.unwrap();
+    let full = with_p2p(&addr, host.peer_id());
+    (host, full)
+}
+
 pub fn host(config: HostConfig) -> Host {
     Host::new(generate_keypair(), config).unwrap()
 }
