@@ -2,6 +2,10 @@
 //! loopback, alternated round by round in one process run so that their ratios are meaningful
 //! on a noisy machine. Run through `cargo xtask bench host|forward|scale`.
 //!
+//! `p2pnet-bench quic [--quick]` runs only what QUIC adds to `host` and `forward` (with the TCP
+//! figures its ratios need), `p2pnet-bench connect-rtt [--quick]` only the connect times through
+//! the delay relay (see [`connect_rtt`]).
+//!
 //! Prints one JSON object per result line with `--json`, else a table.
 #![allow(clippy::print_stdout)]
 
