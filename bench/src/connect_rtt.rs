@@ -4,7 +4,9 @@
 //! `host.connect.rtt50ms`), our QUIC (`quic.connect.rtt50ms`), rust-libp2p over TCP
 //! (`rust_libp2p.connect.rtt50ms`) and over QUIC (`rust_libp2p.quic.connect.rtt50ms`), taking
 //! turns run by run; each sample is one run, reported in milliseconds and, as `….in_rtt`, in
-//! multiples of the nominal RTT.
+//! multiples of the nominal RTT. For our two, also the part `Host::dial` took (`host.dial.*`,
+//! `quic.dial.*`): the handshakes, before the stream is negotiated (multistream-select V1, one
+//! round trip) and its byte echoed (one more).
 //!
 //! Next to them, the relay's own figures: a plain TCP connect + one byte echoed
 //! (`tcp.connect.rtt50ms`, two round trips: the handshake and the byte) and one UDP datagram
@@ -100,8 +102,8 @@ async fn echo_handler(mut s: InboundStream) {
 }
 
 /// A fresh host (built before the clock starts) dials `addr`, opens an [`ECHO`] stream, writes
-/// one byte and reads it back: the time that took.
-async fn ours_once(addr: &Multiaddr) -> Result<Duration> {
+/// one byte and reads it back: the time that took, and the part of it `dial` took.
+async fn ours_once(addr: &Multiaddr) -> Result<(Duration, Duration)> {
     let fresh = Host::new(
         generate_keypair(),
         HostConfig {
@@ -112,13 +114,14 @@ async fn ours_once(addr: &Multiaddr) -> Result<Duration> {
     let t = Instant::now();
     let result = async {
         let peer = fresh.dial(addr.clone()).await?;
+        let dialed = t.elapsed();
         let mut s = fresh.new_stream(peer, [ECHO]).await?;
         s.write_all(&[7]).await?;
         s.flush().await?;
         let mut back = [0u8; 1];
         s.read_exact(&mut back).await?;
         anyhow::ensure!(back == [7], "echo answered {back:?}");
-        anyhow::Ok(t.elapsed())
+        anyhow::Ok((t.elapsed(), dialed))
     }
     .await;
     fresh.shutdown().await;
@@ -173,7 +176,7 @@ async fn plain_echoes() -> Result<(SocketAddr, SocketAddr, Vec<tokio::task::Join
 }
 
 /// Runs `f` within [`ONE_RUN`].
-async fn bounded(f: impl Future<Output = Result<Duration>>) -> Result<Duration> {
+async fn bounded<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::time::timeout(ONE_RUN, f)
         .await
         .context("a connect through the delay relay took over 10 s")?
@@ -235,6 +238,9 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
 
     let mut host_tcp = Side::new("host.connect");
     let mut host_quic = Side::new("quic.connect");
+    // Of which `Host::dial` (the handshakes, without the stream and its byte).
+    let mut host_tcp_dial = Side::new("host.dial");
+    let mut host_quic_dial = Side::new("quic.dial");
     let mut rust_t = Side::new("rust_libp2p.connect");
     let mut rust_q = Side::new("rust_libp2p.quic.connect");
     let mut plain_t = Side::new("tcp.connect");
@@ -251,10 +257,16 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
                 break 'runs;
             }
             match (run + i) % sides {
-                0 => host_tcp.push(bounded(ours_once(&ours_tcp_via)).await?),
+                0 => {
+                    let (took, dialed) = bounded(ours_once(&ours_tcp_via)).await?;
+                    host_tcp.push(took);
+                    host_tcp_dial.push(dialed);
+                }
                 1 => {
                     if let Some(via) = &ours_quic_via {
-                        host_quic.push(bounded(ours_once(via)).await?);
+                        let (took, dialed) = bounded(ours_once(via)).await?;
+                        host_quic.push(took);
+                        host_quic_dial.push(dialed);
                     }
                 }
                 2 => rust_t.push(
@@ -288,10 +300,14 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
         plain_t.rtts,
         host_tcp.ms,
         host_tcp.rtts.against(&rust_t.rtts),
+        host_tcp_dial.ms,
+        host_tcp_dial.rtts,
     ];
     if ours.quic.is_some() {
         figures.push(host_quic.ms);
         figures.push(host_quic.rtts.against(&rust_q.rtts));
+        figures.push(host_quic_dial.ms);
+        figures.push(host_quic_dial.rtts);
     }
     figures.extend([rust_t.ms, rust_t.rtts, rust_q.ms, rust_q.rtts]);
     Ok(figures)
