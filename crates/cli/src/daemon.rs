@@ -37,17 +37,18 @@ pub(crate) struct DaemonArgs {
     print_default_config: bool,
 }
 
-/// Replaces the TCP port of `addr` with 0.
+/// Replaces the TCP or UDP port of `addr` with 0.
 fn any_port(addr: &Multiaddr) -> Multiaddr {
     addr.iter()
         .map(|p| match p {
             Protocol::Tcp(_) => Protocol::Tcp(0),
+            Protocol::Udp(_) => Protocol::Udp(0),
             other => other,
         })
         .collect()
 }
 
-/// Whether the TCP port of `addr` is already taken by someone else.
+/// Whether the TCP (or, for QUIC, UDP) port of `addr` is already taken by someone else.
 fn port_taken(addr: &Multiaddr) -> bool {
     let mut it = addr.iter();
     let ip: std::net::IpAddr = match it.next() {
@@ -58,6 +59,9 @@ fn port_taken(addr: &Multiaddr) -> bool {
     match it.next() {
         Some(Protocol::Tcp(port)) if port != 0 => {
             std::net::TcpListener::bind((ip, port)).is_err_and(|e| e.kind() == ErrorKind::AddrInUse)
+        }
+        Some(Protocol::Udp(port)) if port != 0 => {
+            std::net::UdpSocket::bind((ip, port)).is_err_and(|e| e.kind() == ErrorKind::AddrInUse)
         }
         _ => false,
     }
@@ -218,5 +222,17 @@ mod tests {
         // A free port is kept as it is.
         let free = "/ip4/127.0.0.1/tcp/0".to_owned();
         assert_eq!(resolve_listen(vec![free.clone()], false), vec![free]);
+    }
+
+    #[test]
+    fn a_taken_default_udp_port_falls_back_too() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let addr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1");
+        assert_eq!(resolve_listen(vec![addr.clone()], true), vec![addr.clone()]);
+        assert_eq!(
+            resolve_listen(vec![addr], false),
+            vec!["/ip4/127.0.0.1/udp/0/quic-v1".to_owned()]
+        );
     }
 }

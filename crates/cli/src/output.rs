@@ -75,6 +75,7 @@ pub(crate) const PEER_COLUMNS: &[(&str, &str)] = &[
     ("PEER", "peer_id"),
     ("ADDRESS", "addr"),
     ("DIRECTION", "direction"),
+    ("TRANSPORT", "transport"),
     ("SESSION", "session"),
 ];
 

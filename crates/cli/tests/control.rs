@@ -354,6 +354,7 @@ fn messages_between_daemons_connect_ping_peers() {
     assert_eq!(peers.as_array().unwrap().len(), 1, "{peers}");
     assert_eq!(peers[0]["peer_id"], json!(b.peer));
     assert_eq!(peers[0]["direction"], json!("outbound"));
+    assert_eq!(peers[0]["transport"], json!("tcp"));
 
     // B subscribes to "chat"; A sends one message, then broadcasts another.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2pnet"));

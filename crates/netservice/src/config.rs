@@ -75,7 +75,8 @@ pub struct NetConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostSection {
-    /// Addresses to listen on. Default `["/ip4/0.0.0.0/tcp/4001"]`.
+    /// Addresses to listen on: `/ip4|ip6/<ip>/tcp/<port>` and `/ip4|ip6/<ip>/udp/<port>/quic-v1`.
+    /// Default `["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]`.
     pub listen_addrs: Vec<String>,
     /// Established connections in total. Default 1,024.
     pub max_connections: usize,
@@ -97,6 +98,39 @@ pub struct HostSection {
     pub idle_timeout_ms: u64,
     /// Keep private/loopback addresses other peers announce. Default false.
     pub accept_private_learned_addrs: bool,
+    /// `[host.quic]`: the QUIC transport.
+    pub quic: QuicSection,
+}
+
+/// `[host.quic]`: the QUIC transport. Its stream limits are the `[host]` ones (inbound streams
+/// per connection is the stream credit a peer gets), so the transports cannot disagree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicSection {
+    /// Whether QUIC addresses may be listened on and dialed. Default true.
+    pub enabled: bool,
+    /// Receive window of one stream, bytes. Default 10,000,000.
+    pub max_stream_window: u32,
+    /// Receive window of a whole connection (the most it buffers), bytes. Default 15,000,000.
+    pub max_connection_window: u32,
+    /// A connection that hears nothing from its peer this long is lost, milliseconds.
+    /// Default 10,000.
+    pub idle_timeout_ms: u64,
+    /// Keep-alive interval when nothing else is sent, milliseconds. Default 5,000.
+    pub keep_alive_ms: u64,
+}
+
+impl Default for QuicSection {
+    fn default() -> Self {
+        let q = p2pnet_host::QuicConfig::default();
+        Self {
+            enabled: q.enabled,
+            max_stream_window: q.max_stream_window,
+            max_connection_window: q.max_connection_window,
+            idle_timeout_ms: q.idle_timeout.as_millis() as u64,
+            keep_alive_ms: q.keep_alive.as_millis() as u64,
+        }
+    }
 }
 
 impl Default for HostSection {
@@ -104,7 +138,10 @@ impl Default for HostSection {
         let host = HostConfig::default();
         let limits = Limits::default();
         Self {
-            listen_addrs: vec!["/ip4/0.0.0.0/tcp/4001".into()],
+            listen_addrs: vec![
+                "/ip4/0.0.0.0/tcp/4001".into(),
+                "/ip4/0.0.0.0/udp/4001/quic-v1".into(),
+            ],
             max_connections: limits.max_connections,
             max_connections_per_peer: limits.max_connections_per_peer,
             max_pending_incoming: limits.max_pending_incoming,
@@ -115,6 +152,7 @@ impl Default for HostSection {
             negotiation_timeout_ms: host.negotiation_timeout.as_millis() as u64,
             idle_timeout_ms: host.idle_timeout.map_or(0, |d| d.as_millis() as u64),
             accept_private_learned_addrs: host.accept_private_learned_addrs,
+            quic: QuicSection::default(),
         }
     }
 }
@@ -254,17 +292,42 @@ impl NetConfig {
     pub fn validate(&self) -> Result<(), NetError> {
         for (i, a) in self.host.listen_addrs.iter().enumerate() {
             let addr = parse_addr(&format!("host.listen_addrs[{i}]"), a)?;
-            if !matches!(
-                addr.iter().next(),
-                Some(Protocol::Ip4(_) | Protocol::Ip6(_))
-            ) || !matches!(addr.iter().nth(1), Some(Protocol::Tcp(_)))
-            {
+            let parts: Vec<Protocol<'_>> = addr.iter().collect();
+            let ip = matches!(parts.first(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)));
+            let tcp = ip && parts.len() == 2 && matches!(parts[1], Protocol::Tcp(_));
+            let quic = ip
+                && parts.len() == 3
+                && matches!(parts[1], Protocol::Udp(_))
+                && matches!(parts[2], Protocol::QuicV1);
+            if !tcp && !quic {
                 return Err(invalid(
                     format!("host.listen_addrs[{i}]"),
                     a,
-                    "expected /ip4|ip6/<ip>/tcp/<port>",
+                    "expected /ip4|ip6/<ip>/tcp/<port> or /ip4|ip6/<ip>/udp/<port>/quic-v1",
                 ));
             }
+            if quic && !self.host.quic.enabled {
+                return Err(invalid(
+                    format!("host.listen_addrs[{i}]"),
+                    a,
+                    "a QUIC address, but host.quic.enabled is false",
+                ));
+            }
+        }
+        let q = &self.host.quic;
+        if q.idle_timeout_ms == 0 || q.keep_alive_ms == 0 || q.keep_alive_ms >= q.idle_timeout_ms {
+            return Err(invalid(
+                "host.quic.keep_alive_ms",
+                q.keep_alive_ms.to_string(),
+                "must be above 0 and below host.quic.idle_timeout_ms (above 0)",
+            ));
+        }
+        if q.max_stream_window == 0 || q.max_connection_window < q.max_stream_window {
+            return Err(invalid(
+                "host.quic.max_connection_window",
+                q.max_connection_window.to_string(),
+                "must be at least host.quic.max_stream_window (above 0)",
+            ));
         }
         for (i, b) in self.bootstrap.iter().enumerate() {
             let field = format!("bootstrap[{i}]");
@@ -363,6 +426,13 @@ impl NetConfig {
             negotiation_timeout: ms(h.negotiation_timeout_ms),
             idle_timeout: (h.idle_timeout_ms > 0).then(|| ms(h.idle_timeout_ms)),
             accept_private_learned_addrs: h.accept_private_learned_addrs,
+            quic: p2pnet_host::QuicConfig {
+                enabled: h.quic.enabled,
+                max_stream_window: h.quic.max_stream_window,
+                max_connection_window: h.quic.max_connection_window,
+                idle_timeout: ms(h.quic.idle_timeout_ms),
+                keep_alive: ms(h.quic.keep_alive_ms),
+            },
             ..HostConfig::default()
         }
     }
@@ -421,6 +491,41 @@ mod tests {
             NetConfig::from_toml_str(&text).unwrap(),
             NetConfig::default()
         );
+    }
+
+    #[test]
+    fn quic_listen_addresses_and_the_quic_section_are_checked() {
+        let ok = NetConfig::from_toml_str(
+            "[host]\nlisten_addrs = [\"/ip6/::/udp/0/quic-v1\", \"/ip4/127.0.0.1/tcp/0\"]",
+        )
+        .unwrap();
+        assert_eq!(ok.host.listen_addrs.len(), 2);
+        for bad in [
+            "/ip4/127.0.0.1/udp/1",
+            "/ip4/127.0.0.1/udp/1/quic",
+            "/ip4/127.0.0.1/udp/1/quic-v1/webtransport",
+        ] {
+            let err = NetConfig::from_toml_str(&format!("[host]\nlisten_addrs = [\"{bad}\"]"))
+                .unwrap_err();
+            assert!(
+                matches!(err, NetError::Config { ref field, .. } if field == "host.listen_addrs[0]"),
+                "{bad}: {err}"
+            );
+        }
+        let err = NetConfig::from_toml_str(
+            "[host]\nlisten_addrs = [\"/ip4/127.0.0.1/udp/0/quic-v1\"]\n[host.quic]\nenabled = false",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("host.quic.enabled"), "{err}");
+        let err = NetConfig::from_toml_str("[host.quic]\nkeep_alive_ms = 20000").unwrap_err();
+        assert!(
+            matches!(err, NetError::Config { ref field, .. } if field == "host.quic.keep_alive_ms"),
+            "{err}"
+        );
+        let c = NetConfig::from_toml_str("[host.quic]\nmax_stream_window = 1000\nmax_connection_window = 5000\nidle_timeout_ms = 3000\nkeep_alive_ms = 1000").unwrap();
+        let q = c.host_config().quic;
+        assert_eq!((q.max_stream_window, q.max_connection_window), (1000, 5000));
+        assert_eq!(q.idle_timeout, std::time::Duration::from_secs(3));
     }
 
     #[test]

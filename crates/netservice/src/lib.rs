@@ -42,7 +42,9 @@ mod metrics;
 mod peers;
 mod service;
 
-pub use config::{ForwardTunnel, HostSection, ListenTunnel, NetConfig, PeersSection, parse_peer};
+pub use config::{
+    ForwardTunnel, HostSection, ListenTunnel, NetConfig, PeersSection, QuicSection, parse_peer,
+};
 pub use error::NetError;
 pub use message::NetMessage;
 pub use service::{NetEvent, NetMetrics, NetService};

@@ -248,6 +248,7 @@ async fn handle(ctx: &Ctx, request: Request) -> Result<Value> {
                                 p2pnet_host::Direction::Inbound => "inbound",
                                 p2pnet_host::Direction::Outbound => "outbound",
                             },
+                            "transport": c.transport.to_string(),
                             "session": sessions.contains(&c.peer),
                         })
                     })
