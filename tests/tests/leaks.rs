@@ -35,17 +35,24 @@ fn sockets() -> BTreeMap<String, String> {
         .collect()
 }
 
-fn config(metrics: bool) -> NetConfig {
+fn config(listen: &str, metrics: bool) -> NetConfig {
     let mut config = NetConfig::default();
-    config.host.listen_addrs = vec!["/ip4/127.0.0.1/tcp/0".into()];
+    config.host.listen_addrs = vec![listen.into()];
     if metrics {
         config.metrics_addr = Some("127.0.0.1:0".into());
     }
     config
 }
 
+/// Once over TCP connections and once over QUIC ones, one after the other (the descriptor count
+/// is the process's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_leaves_no_socket_descriptor_or_task() {
+    scenario("/ip4/127.0.0.1/tcp/0").await;
+    scenario("/ip4/127.0.0.1/udp/0/quic-v1").await;
+}
+
+async fn scenario(listen: &str) {
     let metrics = tokio::runtime::Handle::current().metrics();
     let tasks_before = metrics.num_alive_tasks();
     let fds_before = open_fds();
@@ -66,8 +73,8 @@ async fn stop_leaves_no_socket_descriptor_or_task() {
             }
         }
     });
-    let a = NetService::new(config(true)).unwrap();
-    let b = NetService::new(config(false)).unwrap();
+    let a = NetService::new(config(listen, true)).unwrap();
+    let b = NetService::new(config(listen, false)).unwrap();
     a.start().await.unwrap();
     b.start().await.unwrap();
     let mut at_b = b.register(&["k"], SubscriberOptions::new()).unwrap();
@@ -101,6 +108,11 @@ async fn stop_leaves_no_socket_descriptor_or_task() {
         sockets().len() >= sockets_before.len() + 8,
         "the scenario should hold sockets open"
     );
+    let transport = a.host().connections(None)[0].transport.to_string();
+    assert!(
+        listen.contains(&transport),
+        "{listen} carried over {transport}"
+    );
 
     // Stop both while the forwarded stream is still open; then drop everything.
     let started = Instant::now();
@@ -114,7 +126,7 @@ async fn stop_leaves_no_socket_descriptor_or_task() {
     drop((a, b, at_b, client));
     echo_thread.join().unwrap();
 
-    // The metrics server's own thread lets its socket go a moment after stop: bounded wait.
+    // quinn's endpoint tasks end a moment after their last handle: bounded wait.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let leaked: Vec<_> = open_fds()

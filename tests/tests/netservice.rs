@@ -105,15 +105,29 @@ async fn stop_is_the_reverse_joins_everything_and_is_idempotent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_exchange_messages_and_forward_a_stream() {
-    let a = NetService::new(loopback_config()).unwrap();
-    a.start().await.unwrap();
+    three_nodes("/ip4/127.0.0.1/tcp/0", "tcp").await;
+}
+
+/// The same over QUIC connections: messaging and forwarding do not see the transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_exchange_messages_and_forward_a_stream_over_quic() {
+    three_nodes("/ip4/127.0.0.1/udp/0/quic-v1", "quic").await;
+}
+
+async fn three_nodes(listen: &str, transport: &str) {
     let mut config = loopback_config();
+    config.host.listen_addrs = vec![listen.into()];
+    let a = NetService::new(config.clone()).unwrap();
+    a.start().await.unwrap();
     config.bootstrap = vec![full_addr(&a)];
     let b = NetService::new(config.clone()).unwrap();
     let c = NetService::new(config).unwrap();
     b.start().await.unwrap();
     c.start().await.unwrap();
     eventually("a has sessions with b and c", || a.peers().len() == 2).await;
+    for conn in a.host().connections(None) {
+        assert_eq!(conn.transport.to_string(), transport);
+    }
 
     // Messages: a broadcasts, b and c receive through their dispatchers.
     let mut at_b = b.register(&["blk"], SubscriberOptions::new()).unwrap();

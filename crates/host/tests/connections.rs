@@ -12,9 +12,8 @@ use p2pnet_host::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[tokio::test]
-async fn wrong_peer_id_is_refused() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn wrong_peer_id_is_refused(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let client = host(HostConfig::default());
     let impostor = PeerId::random();
     let wrong = with_p2p(&addr, impostor);
@@ -35,9 +34,8 @@ async fn wrong_peer_id_is_refused() {
 
 /// `/dns4/<name>/tcp/<port>` is resolved by the system resolver (only `localhost` here, which
 /// `/etc/hosts` answers: no query leaves the machine) and the `/p2p/` id still checked.
-#[tokio::test]
-async fn dial_by_dns_name_resolves_and_checks_the_peer_id() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn dial_by_dns_name_resolves_and_checks_the_peer_id(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let port = addr
         .iter()
         .find_map(|p| match p {
@@ -101,9 +99,8 @@ async fn dial_failures_are_typed() {
     client.shutdown().await;
 }
 
-#[tokio::test]
-async fn new_stream_dials_from_peer_store() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn new_stream_dials_from_peer_store(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig::default());
     client
@@ -121,9 +118,8 @@ async fn new_stream_dials_from_peer_store() {
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_dials_are_coalesced() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn concurrent_dials_are_coalesced(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let client = host(HostConfig::default());
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..20 {
@@ -140,8 +136,7 @@ async fn concurrent_dials_are_coalesced() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn total_connection_limit_refuses_and_survives() {
+async fn total_connection_limit_refuses_and_survives(t: Transport) {
     let config = HostConfig {
         limits: Limits {
             max_connections: 1,
@@ -149,7 +144,7 @@ async fn total_connection_limit_refuses_and_survives() {
         },
         ..HostConfig::default()
     };
-    let (server, addr) = listening(config).await;
+    let (server, addr) = listening_over(t, config).await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     let first = host(HostConfig::default());
     first.dial(addr.clone()).await.unwrap();
@@ -178,15 +173,17 @@ async fn total_connection_limit_refuses_and_survives() {
     }
 }
 
-#[tokio::test]
-async fn per_peer_connection_limit() {
-    let (server, addr) = listening(HostConfig {
-        limits: Limits {
-            max_connections_per_peer: 1,
-            ..Limits::default()
+async fn per_peer_connection_limit(t: Transport) {
+    let (server, addr) = listening_over(
+        t,
+        HostConfig {
+            limits: Limits {
+                max_connections_per_peer: 1,
+                ..Limits::default()
+            },
+            ..HostConfig::default()
         },
-        ..HostConfig::default()
-    })
+    )
     .await;
     let client = host(HostConfig::default());
     // Dial without /p2p/ twice: no coalescing possible, so two connections are attempted.
@@ -202,9 +199,8 @@ async fn per_peer_connection_limit() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn port_in_use_is_a_clear_error() {
-    let (server, _) = listening(HostConfig::default()).await;
+async fn port_in_use_is_a_clear_error(t: Transport) {
+    let (server, _) = listening_over(t, HostConfig::default()).await;
     let taken = server.listen_addrs()[0].clone();
     let other = host(HostConfig::default());
     match other.listen_on(taken.clone()).await {
@@ -218,9 +214,8 @@ async fn port_in_use_is_a_clear_error() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn listener_can_be_closed() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn listener_can_be_closed(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let bound = server.listen_addrs()[0].clone();
     assert!(server.close_listener(&bound));
     eventually("listener gone", || server.listen_addrs().is_empty()).await;
@@ -233,9 +228,8 @@ async fn listener_can_be_closed() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn ping_measures_round_trip() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn ping_measures_round_trip(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let client = host(HostConfig::default());
     let peer = client.dial(addr).await.unwrap();
     for _ in 0..3 {
@@ -250,12 +244,14 @@ async fn ping_measures_round_trip() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn identify_is_exchanged() {
-    let (server, addr) = listening(HostConfig {
-        agent_version: "server/1".into(),
-        ..HostConfig::default()
-    })
+async fn identify_is_exchanged(t: Transport) {
+    let (server, addr) = listening_over(
+        t,
+        HostConfig {
+            agent_version: "server/1".into(),
+            ..HostConfig::default()
+        },
+    )
     .await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig::default());
@@ -302,13 +298,12 @@ async fn identify_is_exchanged() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn idle_connections_close_unless_protected() {
+async fn idle_connections_close_unless_protected(t: Transport) {
     let config = HostConfig {
         idle_timeout: Some(Duration::from_millis(300)),
         ..HostConfig::default()
     };
-    let (server, addr) = listening(HostConfig::default()).await;
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let client = host(config.clone());
     let mut events = client.events();
     client.dial(addr.clone()).await.unwrap();
@@ -331,9 +326,8 @@ async fn idle_connections_close_unless_protected() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn close_peer_disconnects() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn close_peer_disconnects(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let client = host(HostConfig::default());
     let mut server_events = server.events();
     client.dial(addr).await.unwrap();
@@ -349,12 +343,14 @@ async fn close_peer_disconnects() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn garbage_and_half_handshakes_are_dropped() {
-    let (server, addr) = listening(HostConfig {
-        handshake_timeout: Duration::from_millis(500),
-        ..HostConfig::default()
-    })
+async fn garbage_and_half_handshakes_are_dropped(t: Transport) {
+    let (server, addr) = listening_over(
+        t,
+        HostConfig {
+            handshake_timeout: Duration::from_millis(500),
+            ..HostConfig::default()
+        },
+    )
     .await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     let tcp = p2pnet_host::without_p2p(&addr).0;
@@ -401,16 +397,18 @@ async fn garbage_and_half_handshakes_are_dropped() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn pending_handshake_limit() {
-    let (server, addr) = listening(HostConfig {
-        limits: Limits {
-            max_pending_incoming: 2,
-            ..Limits::default()
+async fn pending_handshake_limit(t: Transport) {
+    let (server, addr) = listening_over(
+        t,
+        HostConfig {
+            limits: Limits {
+                max_pending_incoming: 2,
+                ..Limits::default()
+            },
+            handshake_timeout: Duration::from_secs(3),
+            ..HostConfig::default()
         },
-        handshake_timeout: Duration::from_secs(3),
-        ..HostConfig::default()
-    })
+    )
     .await;
     let port = match p2pnet_host::without_p2p(&addr).0.iter().nth(1) {
         Some(p2pnet_host::Protocol::Tcp(p)) => p,
@@ -433,11 +431,10 @@ async fn pending_handshake_limit() {
     let _ = LimitKind::PendingIncoming;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_joins_every_task_and_frees_the_port() {
+async fn shutdown_joins_every_task_and_frees_the_port(t: Transport) {
     let metrics = tokio::runtime::Handle::current().metrics();
     let baseline = metrics.num_alive_tasks();
-    let (server, addr) = listening(HostConfig::default()).await;
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig::default());
     let peer = client.dial(addr.clone()).await.unwrap();
@@ -471,13 +468,64 @@ async fn shutdown_joins_every_task_and_frees_the_port() {
         Err(HostError::ShutDown)
     ));
     assert!(matches!(
-        server.listen_on(common::LOOPBACK.parse().unwrap()).await,
+        server.listen_on(t.loopback()).await,
         Err(HostError::ShutDown)
     ));
     // The listening socket is gone: the port can be bound again.
-    let port = match p2pnet_host::without_p2p(&addr).0.iter().nth(1) {
-        Some(p2pnet_host::Protocol::Tcp(p)) => p,
+    match p2pnet_host::without_p2p(&addr).0.iter().nth(1) {
+        Some(p2pnet_host::Protocol::Tcp(port)) => {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .expect("port still bound after shutdown");
+        }
+        Some(p2pnet_host::Protocol::Udp(port)) => {
+            std::net::UdpSocket::bind(("127.0.0.1", port))
+                .expect("port still bound after shutdown");
+        }
         _ => unreachable!(),
+    }
+}
+
+/// Each case above, once per transport (the QUIC list leaves out the TCP-only ones).
+macro_rules! over {
+    ($transport:ident: $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Transport::$transport).await
+            }
+        )*
     };
-    std::net::TcpListener::bind(("127.0.0.1", port)).expect("port still bound after shutdown");
+}
+
+mod tcp {
+    over!(Tcp: wrong_peer_id_is_refused,
+        dial_by_dns_name_resolves_and_checks_the_peer_id,
+        new_stream_dials_from_peer_store,
+        concurrent_dials_are_coalesced,
+        total_connection_limit_refuses_and_survives,
+        per_peer_connection_limit,
+        port_in_use_is_a_clear_error,
+        listener_can_be_closed,
+        ping_measures_round_trip,
+        identify_is_exchanged,
+        idle_connections_close_unless_protected,
+        close_peer_disconnects,
+        garbage_and_half_handshakes_are_dropped,
+        pending_handshake_limit,
+        shutdown_joins_every_task_and_frees_the_port);
+}
+
+mod quic {
+    over!(Quic: wrong_peer_id_is_refused,
+        new_stream_dials_from_peer_store,
+        concurrent_dials_are_coalesced,
+        total_connection_limit_refuses_and_survives,
+        per_peer_connection_limit,
+        port_in_use_is_a_clear_error,
+        listener_can_be_closed,
+        ping_measures_round_trip,
+        identify_is_exchanged,
+        idle_connections_close_unless_protected,
+        close_peer_disconnects,
+        shutdown_joins_every_task_and_frees_the_port);
 }

@@ -9,10 +9,9 @@ use p2pnet_host::{Direction, HostConfig, HostError, HostEvent, Limits, with_p2p}
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[tokio::test]
-async fn connect_both_ways_with_directions() {
-    let (a, a_addr) = listening(HostConfig::default()).await;
-    let (b, b_addr) = listening(HostConfig::default()).await;
+async fn connect_both_ways_with_directions(t: Transport) {
+    let (a, a_addr) = listening_over(t, HostConfig::default()).await;
+    let (b, b_addr) = listening_over(t, HostConfig::default()).await;
     let mut a_events = a.events();
     let mut b_events = b.events();
 
@@ -47,9 +46,8 @@ async fn connect_both_ways_with_directions() {
     }
 }
 
-#[tokio::test]
-async fn echo_round_trip() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn echo_round_trip(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig::default());
     let peer = client.dial(addr).await.unwrap();
@@ -67,10 +65,9 @@ async fn echo_round_trip() {
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_four_mib_with_sha256() {
+async fn sixty_four_mib_with_sha256(t: Transport) {
     const LEN: usize = 64 << 20;
-    let (server, addr) = listening(HostConfig::default()).await;
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     // The server hashes what it receives and answers with the digest.
     let _handler = server
         .set_stream_handler(
@@ -125,9 +122,8 @@ async fn sixty_four_mib_with_sha256() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn half_close_still_reads_reply() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn half_close_still_reads_reply(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     // Reads the whole request first, then answers: needs a working half close.
     let _handler = server
         .set_stream_handler(
@@ -152,9 +148,8 @@ async fn half_close_still_reads_reply() {
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_concurrent_streams_on_one_connection() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn thousand_concurrent_streams_on_one_connection(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig::default());
     let peer = client.dial(addr).await.unwrap();
@@ -187,9 +182,8 @@ async fn thousand_concurrent_streams_on_one_connection() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn unknown_protocol_is_not_supported() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn unknown_protocol_is_not_supported(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let client = host(HostConfig::default());
     let peer = client.dial(addr).await.unwrap();
     let err = client
@@ -217,9 +211,8 @@ async fn unknown_protocol_is_not_supported() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn dropping_the_registration_refuses_new_streams() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn dropping_the_registration_refuses_new_streams(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let echo = serve_echo(&server, "/echo/1.0.0");
     assert_eq!(echo.protocol(), "/echo/1.0.0");
     assert!(server.check_proto_exists("/echo/1.0.0"));
@@ -253,9 +246,8 @@ async fn dropping_the_registration_refuses_new_streams() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_taken_protocol_is_an_error_and_the_first_handler_serves_on() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn a_taken_protocol_is_an_error_and_the_first_handler_serves_on(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     fn taken<T>(r: Result<T, HostError>) -> String {
         match r {
@@ -304,9 +296,8 @@ async fn a_taken_protocol_is_an_error_and_the_first_handler_serves_on() {
 
 /// After a registration is dropped the protocol can be registered again, and the new handler
 /// is the one that serves.
-#[tokio::test]
-async fn a_protocol_can_be_registered_again_after_its_registration_is_dropped() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn a_protocol_can_be_registered_again_after_its_registration_is_dropped(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     drop(serve_echo(&server, "/p/1.0.0"));
     let mut incoming = server.accept_streams("/p/1.0.0", 1).unwrap();
     let client = host(HostConfig::default());
@@ -373,8 +364,7 @@ async fn invalid_protocol_names_are_rejected() {
     h.shutdown().await;
 }
 
-#[tokio::test]
-async fn inbound_stream_limit_is_enforced() {
+async fn inbound_stream_limit_is_enforced(t: Transport) {
     let config = HostConfig {
         limits: Limits {
             max_inbound_streams_per_connection: 2,
@@ -383,7 +373,7 @@ async fn inbound_stream_limit_is_enforced() {
         identify: false,
         ..HostConfig::default()
     };
-    let (server, addr) = listening(config).await;
+    let (server, addr) = listening_over(t, config).await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig {
         identify: false,
@@ -408,9 +398,8 @@ async fn inbound_stream_limit_is_enforced() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn outbound_stream_limit_is_enforced() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn outbound_stream_limit_is_enforced(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let _echo = serve_echo(&server, "/echo/1.0.0");
     let client = host(HostConfig {
         limits: Limits {
@@ -436,9 +425,8 @@ async fn outbound_stream_limit_is_enforced() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn stream_reset_is_an_error_for_the_peer() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn stream_reset_is_an_error_for_the_peer(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let mut incoming = server.accept_streams("/r/1.0.0", 4).unwrap();
     let client = host(HostConfig::default());
     let peer = client.dial(addr).await.unwrap();
@@ -481,9 +469,8 @@ async fn stream_reset_is_an_error_for_the_peer() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn lost_connection_is_a_read_error_not_eof() {
-    let (server, addr) = listening(HostConfig::default()).await;
+async fn lost_connection_is_a_read_error_not_eof(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
     let mut incoming = server.accept_streams("/r/1.0.0", 4).unwrap();
     let client = host(HostConfig::default());
     let peer = client.dial(addr).await.unwrap();
@@ -509,4 +496,47 @@ async fn lost_connection_is_a_read_error_not_eof() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
     drop(s);
     server.shutdown().await;
+}
+
+/// Each case above, once per transport (the QUIC list leaves out the TCP-only ones).
+macro_rules! over {
+    ($transport:ident: $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Transport::$transport).await
+            }
+        )*
+    };
+}
+
+mod tcp {
+    over!(Tcp: connect_both_ways_with_directions,
+        echo_round_trip,
+        sixty_four_mib_with_sha256,
+        half_close_still_reads_reply,
+        thousand_concurrent_streams_on_one_connection,
+        unknown_protocol_is_not_supported,
+        dropping_the_registration_refuses_new_streams,
+        a_taken_protocol_is_an_error_and_the_first_handler_serves_on,
+        a_protocol_can_be_registered_again_after_its_registration_is_dropped,
+        inbound_stream_limit_is_enforced,
+        outbound_stream_limit_is_enforced,
+        stream_reset_is_an_error_for_the_peer,
+        lost_connection_is_a_read_error_not_eof);
+}
+
+mod quic {
+    over!(Quic: connect_both_ways_with_directions,
+        echo_round_trip,
+        sixty_four_mib_with_sha256,
+        half_close_still_reads_reply,
+        thousand_concurrent_streams_on_one_connection,
+        unknown_protocol_is_not_supported,
+        dropping_the_registration_refuses_new_streams,
+        a_taken_protocol_is_an_error_and_the_first_handler_serves_on,
+        a_protocol_can_be_registered_again_after_its_registration_is_dropped,
+        outbound_stream_limit_is_enforced,
+        stream_reset_is_an_error_for_the_peer,
+        lost_connection_is_a_read_error_not_eof);
 }
