@@ -103,7 +103,10 @@ async fn echo_handler(mut s: InboundStream) {
 
 /// A fresh host (built before the clock starts) dials `addr`, opens an [`ECHO`] stream, writes
 /// one byte and reads it back: the time that took, and the part of it `dial` took.
-async fn ours_once(addr: &Multiaddr) -> Result<(Duration, Duration)> {
+///
+/// `optimistic`: the stream proposes its protocol without waiting for the answer
+/// ([`Host::new_stream_optimistic`]), so the byte travels with the proposal.
+async fn ours_once(addr: &Multiaddr, optimistic: bool) -> Result<(Duration, Duration)> {
     let fresh = Host::new(
         generate_keypair(),
         HostConfig {
@@ -115,7 +118,11 @@ async fn ours_once(addr: &Multiaddr) -> Result<(Duration, Duration)> {
     let result = async {
         let peer = fresh.dial(addr.clone()).await?;
         let dialed = t.elapsed();
-        let mut s = fresh.new_stream(peer, [ECHO]).await?;
+        let mut s = if optimistic {
+            fresh.new_stream_optimistic(peer, ECHO).await?
+        } else {
+            fresh.new_stream(peer, [ECHO]).await?
+        };
         s.write_all(&[7]).await?;
         s.flush().await?;
         let mut back = [0u8; 1];
@@ -241,12 +248,15 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
     // Of which `Host::dial` (the handshakes, without the stream and its byte).
     let mut host_tcp_dial = Side::new("host.dial");
     let mut host_quic_dial = Side::new("quic.dial");
+    // The same with the stream's protocol proposed optimistically.
+    let mut host_tcp_lazy = Side::new("host.connect.optimistic");
+    let mut host_quic_lazy = Side::new("quic.connect.optimistic");
     let mut rust_t = Side::new("rust_libp2p.connect");
     let mut rust_q = Side::new("rust_libp2p.quic.connect");
     let mut plain_t = Side::new("tcp.connect");
     let mut plain_u = Side::new("udp.echo");
     let started = Instant::now();
-    let sides = 6;
+    let sides = 8;
     'runs: for run in 0..runs {
         // Rotate who goes first.
         for i in 0..sides {
@@ -258,13 +268,13 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
             }
             match (run + i) % sides {
                 0 => {
-                    let (took, dialed) = bounded(ours_once(&ours_tcp_via)).await?;
+                    let (took, dialed) = bounded(ours_once(&ours_tcp_via, false)).await?;
                     host_tcp.push(took);
                     host_tcp_dial.push(dialed);
                 }
                 1 => {
                     if let Some(via) = &ours_quic_via {
-                        let (took, dialed) = bounded(ours_once(via)).await?;
+                        let (took, dialed) = bounded(ours_once(via, false)).await?;
                         host_quic.push(took);
                         host_quic_dial.push(dialed);
                     }
@@ -278,6 +288,12 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
                         .await?,
                 ),
                 4 => plain_t.push(bounded(tcp_once(plain_tcp_via)).await?),
+                6 => host_tcp_lazy.push(bounded(ours_once(&ours_tcp_via, true)).await?.0),
+                7 => {
+                    if let Some(via) = &ours_quic_via {
+                        host_quic_lazy.push(bounded(ours_once(via, true)).await?.0);
+                    }
+                }
                 _ => plain_u.push(bounded(udp_once(plain_udp_via)).await?),
             }
         }
@@ -302,12 +318,16 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
         host_tcp.rtts.against(&rust_t.rtts),
         host_tcp_dial.ms,
         host_tcp_dial.rtts,
+        host_tcp_lazy.ms,
+        host_tcp_lazy.rtts.against(&rust_t.rtts),
     ];
     if ours.quic.is_some() {
         figures.push(host_quic.ms);
         figures.push(host_quic.rtts.against(&rust_q.rtts));
         figures.push(host_quic_dial.ms);
         figures.push(host_quic_dial.rtts);
+        figures.push(host_quic_lazy.ms);
+        figures.push(host_quic_lazy.rtts.against(&rust_q.rtts));
     }
     figures.extend([rust_t.ms, rust_t.rtts, rust_q.ms, rust_q.rtts]);
     Ok(figures)

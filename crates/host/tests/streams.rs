@@ -498,6 +498,58 @@ async fn lost_connection_is_a_read_error_not_eof(t: Transport) {
     server.shutdown().await;
 }
 
+async fn an_optimistic_stream_answers_in_one_round_trip_and_a_refusal_fails_the_read(t: Transport) {
+    let (server, addr) = listening_over(t, HostConfig::default()).await;
+    let _echo = serve_echo(&server, "/echo/1.0.0");
+    let client = host(HostConfig::default());
+    let peer = client.dial(addr).await.unwrap();
+    // Accepted: the data written right away comes back after the peer's answer is taken off.
+    let mut s = client
+        .new_stream_optimistic(peer, "/echo/1.0.0")
+        .await
+        .unwrap();
+    assert_eq!(s.protocol(), "/echo/1.0.0");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    s.write_all(&data).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, data);
+    // Through owned halves too (a one-byte read buffer drains the leftover bit by bit).
+    let (mut r, mut w) = client
+        .new_stream_optimistic(peer, "/echo/1.0.0")
+        .await
+        .unwrap()
+        .into_split();
+    w.write_all(b"halves").await.unwrap();
+    w.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    let mut one = [0u8; 1];
+    while r.read(&mut one).await.unwrap() == 1 {
+        got.push(one[0]);
+    }
+    assert_eq!(got, b"halves");
+    // Refused: the first read says so; the connection serves on.
+    let mut s = client
+        .new_stream_optimistic(peer, "/nobody/1.0.0")
+        .await
+        .unwrap();
+    let _ = s.write_all(b"lost").await;
+    let err = tokio::time::timeout(Duration::from_secs(5), s.read(&mut [0u8; 8]))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::Unsupported, "{err}");
+    let mut again = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    again.write_all(b"x").await.unwrap();
+    again.read_exact(&mut [0u8; 1]).await.unwrap();
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
 /// Each case above, once per transport (the QUIC list leaves out the TCP-only ones).
 macro_rules! over {
     ($transport:ident: $($name:ident),* $(,)?) => {
@@ -511,7 +563,8 @@ macro_rules! over {
 }
 
 mod tcp {
-    over!(Tcp: connect_both_ways_with_directions,
+    over!(Tcp: an_optimistic_stream_answers_in_one_round_trip_and_a_refusal_fails_the_read,
+        connect_both_ways_with_directions,
         echo_round_trip,
         sixty_four_mib_with_sha256,
         half_close_still_reads_reply,
@@ -527,7 +580,8 @@ mod tcp {
 }
 
 mod quic {
-    over!(Quic: connect_both_ways_with_directions,
+    over!(Quic: an_optimistic_stream_answers_in_one_round_trip_and_a_refusal_fails_the_read,
+        connect_both_ways_with_directions,
         echo_round_trip,
         sixty_four_mib_with_sha256,
         half_close_still_reads_reply,
