@@ -734,7 +734,7 @@ impl Driver {
             Request::AddProvider { key, providers } => {
                 let via = self.via(&peer);
                 for p in providers.into_iter().filter(|p| p.id == peer) {
-                    let addrs = self.clean_addrs(p.addrs, via.as_ref());
+                    let addrs = self.clean_addrs(peer, p.addrs, via.as_ref());
                     if !addrs.is_empty() {
                         self.host
                             .peer_store()
@@ -758,13 +758,27 @@ impl Driver {
             .map(|c| c.remote_addr)
     }
 
-    fn clean_addrs(&self, addrs: Vec<Multiaddr>, via: Option<&Multiaddr>) -> Vec<Multiaddr> {
+    /// The addresses of `peer` a remote told us worth keeping: a `/p2p/` suffix is stripped
+    /// (and the address dropped if it names another peer), then address hygiene applies.
+    fn clean_addrs(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        via: Option<&Multiaddr>,
+    ) -> Vec<Multiaddr> {
         let allow =
             self.config.accept_private_addrs || self.host.config().accept_private_learned_addrs;
-        addrs
-            .into_iter()
-            .filter(|a| keep_learned_addr(a, via, allow))
-            .collect()
+        let mut out: Vec<Multiaddr> = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            let (a, named) = p2pnet_host::without_p2p(&a);
+            if named.is_some_and(|n| n != peer) || !keep_learned_addr(&a, via, allow) {
+                continue;
+            }
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
     }
 
     fn on_inbound_stream(&mut self, s: InboundStream) {
@@ -988,7 +1002,7 @@ impl Driver {
                 .into_iter()
                 .filter(|p| p.id != d.local)
                 .map(|mut p| {
-                    p.addrs = d.clean_addrs(std::mem::take(&mut p.addrs), via.as_ref());
+                    p.addrs = d.clean_addrs(p.id, std::mem::take(&mut p.addrs), via.as_ref());
                     if !p.addrs.is_empty() {
                         d.host
                             .peer_store()
