@@ -413,7 +413,16 @@ mod tests {
             use rand::SeedableRng;
             use rand::seq::SliceRandom;
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let peers: Vec<PeerId> = (0..n).map(|_| PeerId::random()).collect();
+            // Peer ids from the seed too: each test sees the same network every run.
+            let peers: Vec<PeerId> = (0..n)
+                .map(|_| {
+                    let mut secret: [u8; 32] = rand::Rng::r#gen(&mut rng);
+                    p2pnet_host::Keypair::ed25519_from_bytes(&mut secret)
+                        .unwrap()
+                        .public()
+                        .to_peer_id()
+                })
+                .collect();
             let now = Instant::now();
             let mut tables = HashMap::new();
             for p in &peers {
