@@ -5,11 +5,13 @@
 //!
 //! Reports throughput (MiB/s, one connection, 256 KiB writes, timed until the sink answered after
 //! reading everything), 64-byte ping-pong round-trip time (µs) and the aggregate throughput of
-//! many concurrent connections through our tunnel (100 × 16 MiB; `--quick`: 20 × 4 MiB).
+//! many concurrent connections through our tunnel (100 × 16 MiB; `--quick`: 20 × 4 MiB). The
+//! throughput also through the same two tunnels with their nodes connected over QUIC
+//! (`forward.quic.throughput`, `rust_libp2p.forward.quic.throughput`).
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use p2pnet_forward::{ForwardConfig, Forwarder, ListenOptions};
 use p2pnet_host::{Host, HostConfig, Protocol, generate_keypair, with_p2p};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -106,7 +108,65 @@ pub(crate) async fn rtt_only(which: &str, pings: usize) -> Result<Vec<Figure>> {
     Ok(vec![f])
 }
 
-pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
+/// Our tunnel to `sink` (and, where given, `echo`) with node A connected to node B over TCP, or
+/// over QUIC with `quic` (B's only listen address, so that the connection is over it): A's local
+/// ports and the nodes, which must stay alive meanwhile. `None` for QUIC where the host has none.
+async fn our_tunnel(
+    quic: bool,
+    sink: u16,
+    echo: Option<u16>,
+    config: &ForwardConfig,
+) -> Result<Option<(Route, (Host, Host, Forwarder, Forwarder))>> {
+    let b = Host::new(generate_keypair(), HostConfig::default())?;
+    let b_addr = if quic {
+        match crate::host_bench::listen_quic(&b, "forward.quic.throughput").await? {
+            Some(addr) => addr,
+            None => {
+                b.shutdown().await;
+                return Ok(None);
+            }
+        }
+    } else {
+        b.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?
+    };
+    let fb = Forwarder::new(b.clone(), config.clone());
+    fb.listen("/x/sink", tcp(sink), ListenOptions::default())?;
+    if let Some(echo) = echo {
+        fb.listen("/x/echo", tcp(echo), ListenOptions::default())?;
+    }
+    let a = Host::new(generate_keypair(), HostConfig::default())?;
+    a.dial(with_p2p(&b_addr, b.peer_id())).await?;
+    // The tunnel's streams go over this connection: check it is over the transport asked for.
+    for c in a.connections(Some(&b.peer_id())) {
+        let is_quic = c.remote_addr.iter().any(|p| matches!(p, Protocol::QuicV1));
+        anyhow::ensure!(
+            is_quic == quic,
+            "node A's connection to B is over {}",
+            c.remote_addr
+        );
+    }
+    let fa = Forwarder::new(a.clone(), config.clone());
+    let any = "/ip4/127.0.0.1/tcp/0".parse()?;
+    let sink_port = port(&fa.forward("/x/sink", any, b.peer_id()).await?.listen_addr)?;
+    let echo_port = match echo {
+        Some(_) => {
+            let any = "/ip4/127.0.0.1/tcp/0".parse()?;
+            port(&fa.forward("/x/echo", any, b.peer_id()).await?.listen_addr)?
+        }
+        None => 0,
+    };
+    Ok(Some((
+        Route {
+            sink: sink_port,
+            echo: echo_port,
+        },
+        (a, b, fa, fb),
+    )))
+}
+
+/// The whole group; with `only_quic`, only the throughput through the four tunnels (ours and
+/// rust-libp2p's, over TCP and over QUIC).
+pub(crate) async fn run(quick: bool, only_quic: bool) -> Result<Vec<Figure>> {
     let p = if quick {
         Params {
             rounds: 3,
@@ -133,22 +193,11 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
     };
 
     // Ours: node B serves both through remote listeners; node A forwards local ports to them.
-    let b = Host::new(generate_keypair(), HostConfig::default())?;
-    let b_addr = b.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
-    let fb = Forwarder::new(b.clone(), config.clone());
-    fb.listen("/x/sink", tcp(plain.sink), ListenOptions::default())?;
-    fb.listen("/x/echo", tcp(plain.echo), ListenOptions::default())?;
-    let a = Host::new(generate_keypair(), HostConfig::default())?;
-    a.dial(with_p2p(&b_addr, b.peer_id())).await?;
-    let fa = Forwarder::new(a.clone(), config.clone());
-    let any = "/ip4/127.0.0.1/tcp/0".parse()?;
-    let sink_port = port(&fa.forward("/x/sink", any, b.peer_id()).await?.listen_addr)?;
-    let any = "/ip4/127.0.0.1/tcp/0".parse()?;
-    let echo_port = port(&fa.forward("/x/echo", any, b.peer_id()).await?.listen_addr)?;
-    let ours = Route {
-        sink: sink_port,
-        echo: echo_port,
-    };
+    let (ours, (a, b, fa, fb)) = our_tunnel(false, plain.sink, Some(plain.echo), &config)
+        .await?
+        .context("no TCP tunnel")?;
+    // Ours over QUIC, to the sink only; none where the host has no QUIC yet.
+    let ours_quic = our_tunnel(true, plain.sink, None, &config).await?;
 
     // Theirs: the same tunnel on rust-libp2p.
     let (tunnel, ports) = rust_libp2p::Tunnel::new(
@@ -160,6 +209,12 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
         sink: ports[0],
         echo: ports[1],
     };
+    let (quic_tunnel, quic_ports) = rust_libp2p::Tunnel::over(
+        rust_libp2p::Transport::Quic,
+        &[("/x/sink", plain.sink)],
+        config.buffer_size,
+    )
+    .await?;
 
     // Named apart from the host group's `tcp.throughput`: this one ran beside the tunnels.
     let mut tcp_tp = Figure::new("tcp.throughput.alongside_forward", "MiB/s", true);
@@ -168,16 +223,30 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
     let mut tcp_rtt = Figure::new("tcp.rtt", "us", false);
     let mut fwd_rtt = Figure::new("forward.rtt", "us", false);
     let mut rust_rtt = Figure::new("rust_libp2p.forward.rtt", "us", false);
+    let mut quic_tp = Figure::new("forward.quic.throughput", "MiB/s", true);
+    let mut rust_quic_tp = Figure::new("rust_libp2p.forward.quic.throughput", "MiB/s", true);
     for round in 0..p.rounds {
         // Rotate who goes first so that no side always runs on a warmer or colder machine.
-        for i in 0..3 {
-            match (round + i) % 3 {
-                0 => tcp_tp.samples.push(throughput(plain.sink, p.bytes).await?),
+        for i in 0..5 {
+            match (round + i) % 5 {
+                0 if !only_quic => tcp_tp.samples.push(throughput(plain.sink, p.bytes).await?),
                 1 => fwd_tp.samples.push(throughput(ours.sink, p.bytes).await?),
-                _ => rust_tp
+                2 => rust_tp
                     .samples
                     .push(throughput(theirs.sink, p.bytes).await?),
+                3 => {
+                    if let Some((quic, _)) = &ours_quic {
+                        quic_tp.samples.push(throughput(quic.sink, p.bytes).await?);
+                    }
+                }
+                4 => rust_quic_tp
+                    .samples
+                    .push(throughput(quic_ports[0], p.bytes).await?),
+                _ => {}
             }
+        }
+        if only_quic {
+            continue;
         }
         for i in 0..3 {
             match (round + i) % 3 {
@@ -189,21 +258,43 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
     }
     let mut tcp_many = Figure::new("tcp.many.throughput", "MiB/s", true);
     let mut fwd_many = Figure::new("forward.many.throughput", "MiB/s", true);
-    tcp_many
-        .samples
-        .push(many(plain.sink, p.many, p.many_bytes).await?);
-    fwd_many
-        .samples
-        .push(many(ours.sink, p.many, p.many_bytes).await?);
+    if !only_quic {
+        tcp_many
+            .samples
+            .push(many(plain.sink, p.many, p.many_bytes).await?);
+        fwd_many
+            .samples
+            .push(many(ours.sink, p.many, p.many_bytes).await?);
+    }
 
     drop(tunnel);
-    fa.shutdown().await;
-    fb.shutdown().await;
-    a.shutdown().await;
-    b.shutdown().await;
+    drop(quic_tunnel);
+    let have_quic = ours_quic.is_some();
+    let mut nodes = vec![(a, b, fa, fb)];
+    nodes.extend(ours_quic.map(|(_, n)| n));
+    for (a, b, fa, fb) in nodes {
+        fa.shutdown().await;
+        fb.shutdown().await;
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    let mut quic_figures = Vec::new();
+    if have_quic {
+        let mut quic_vs_rust = quic_tp.clone().against(&rust_quic_tp);
+        quic_vs_rust.name = "forward.quic.throughput.vs_rust_libp2p".into();
+        quic_figures.push(quic_tp.against(&fwd_tp));
+        quic_figures.push(quic_vs_rust);
+    }
+    quic_figures.push(rust_quic_tp.against(&rust_tp));
 
     let mut tp_vs_rust = fwd_tp.clone().against(&rust_tp);
     tp_vs_rust.name = "forward.throughput.vs_rust_libp2p".into();
+    if only_quic {
+        let mut figures = vec![fwd_tp, rust_tp, tp_vs_rust];
+        figures.extend(quic_figures);
+        return Ok(figures);
+    }
     let mut rtt_vs_rust = fwd_rtt.clone().against(&rust_rtt);
     rtt_vs_rust.name = "forward.rtt.vs_rust_libp2p".into();
     let fwd_tp = fwd_tp.against(&tcp_tp);
@@ -211,18 +302,10 @@ pub(crate) async fn run(quick: bool) -> Result<Vec<Figure>> {
     let fwd_rtt = fwd_rtt.against(&tcp_rtt);
     let rust_rtt = rust_rtt.against(&tcp_rtt);
     let fwd_many = fwd_many.against(&tcp_many);
-    Ok(vec![
-        tcp_tp,
-        fwd_tp,
-        rust_tp,
-        tp_vs_rust,
-        tcp_rtt,
-        fwd_rtt,
-        rust_rtt,
-        rtt_vs_rust,
-        tcp_many,
-        fwd_many,
-    ])
+    let mut figures = vec![tcp_tp, fwd_tp, rust_tp, tp_vs_rust];
+    figures.extend(quic_figures);
+    figures.extend([tcp_rtt, fwd_rtt, rust_rtt, rtt_vs_rust, tcp_many, fwd_many]);
+    Ok(figures)
 }
 
 fn tcp(port: u16) -> p2pnet_host::Multiaddr {

@@ -1,11 +1,13 @@
-//! `host` group: one stream's bulk throughput (plain TCP, p2pnet-host, rust-libp2p), connection
-//! set-up and stream-open latency.
+//! `host` group: one stream's bulk throughput (plain TCP, p2pnet-host and rust-libp2p, each over
+//! TCP and over QUIC), connection set-up and stream-open latency, and connect time in round trips
+//! through a delay relay (see [`crate::connect_rtt`]).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use p2pnet_host::{
-    Host, HostConfig, InboundStream, StreamHandlerRegistration, generate_keypair, with_p2p,
+    Host, HostConfig, HostError, InboundStream, Multiaddr, StreamHandlerRegistration,
+    generate_keypair, with_p2p,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -14,6 +16,8 @@ use crate::rust_libp2p;
 
 const SINK: &str = "/bench/sink/1.0.0";
 const CHUNK: usize = 256 * 1024;
+/// Where QUIC listeners bind.
+pub(crate) const QUIC_LOOPBACK: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
 
 fn mib_per_s(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64()
@@ -57,13 +61,55 @@ async fn host_pair(
 ) -> Result<(Host, Host, p2pnet_host::PeerId, StreamHandlerRegistration)> {
     let server = Host::new(generate_keypair(), config.clone())?;
     let addr = server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?).await?;
+    client_of(server, addr, config).await
+}
+
+/// [`host_pair`] over QUIC (the server listening on QUIC only, so the connection is QUIC); `None`
+/// where the host has no QUIC.
+async fn quic_host_pair(
+    config: HostConfig,
+) -> Result<Option<(Host, Host, p2pnet_host::PeerId, StreamHandlerRegistration)>> {
+    let server = Host::new(generate_keypair(), config.clone())?;
+    let Some(addr) = listen_quic(&server, "quic.stream.throughput").await? else {
+        server.shutdown().await;
+        return Ok(None);
+    };
+    Ok(Some(client_of(server, addr, config).await?))
+}
+
+/// `server` serves [`SINK`] on `addr`; a new client connects to it.
+async fn client_of(
+    server: Host,
+    addr: Multiaddr,
+    config: HostConfig,
+) -> Result<(Host, Host, p2pnet_host::PeerId, StreamHandlerRegistration)> {
     let sink_handler = server.set_stream_handler(SINK, |s: InboundStream| sink(s.stream))?;
     let client = Host::new(generate_keypair(), config)?;
     let peer = client.dial(with_p2p(&addr, server.peer_id())).await?;
     Ok((server, client, peer, sink_handler))
 }
 
-pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<Vec<Figure>> {
+/// `host` listens on QUIC loopback: the bound address, or `None` (saying so, and that `skipping`
+/// is skipped) where the host refuses QUIC addresses as invalid, i.e. has no QUIC transport.
+#[allow(clippy::print_stderr, reason = "the note on what is skipped")]
+pub(crate) async fn listen_quic(host: &Host, skipping: &str) -> Result<Option<Multiaddr>> {
+    match host.listen_on(QUIC_LOOPBACK.parse()?).await {
+        Ok(addr) => Ok(Some(addr)),
+        Err(e @ HostError::InvalidAddress { .. }) => {
+            eprintln!("p2pnet-bench: the host has no QUIC ({e}): skipping {skipping}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The whole group; with `only_quic`, only what QUIC adds (our and rust-libp2p's stream
+/// throughput over QUIC, next to both over TCP, and the connect times through the delay relay).
+pub(crate) async fn run(
+    quick: bool,
+    split_send_size: Option<usize>,
+    only_quic: bool,
+) -> Result<Vec<Figure>> {
     let mut config = HostConfig::default();
     if let Some(size) = split_send_size {
         config.yamux_split_send_size = size;
@@ -81,18 +127,25 @@ pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<V
             tokio::spawn(sink(s));
         }
     });
-    let (server, client, peer, _sink) = host_pair(config).await?;
+    let (server, client, peer, _sink) = host_pair(config.clone()).await?;
     let mut theirs = rust_libp2p::Pair::new().await?;
+    // The same, over QUIC: our pair where the host has QUIC, rust-libp2p's over libp2p-quic.
+    let quic = quic_host_pair(config.clone()).await?;
+    let mut theirs_quic = rust_libp2p::Pair::over(rust_libp2p::Transport::Quic).await?;
 
     let mut tcp = Figure::new("tcp.throughput", "MiB/s", true);
     let mut ours = Figure::new("host.stream.throughput", "MiB/s", true);
     let mut rust = Figure::new("rust_libp2p.stream.throughput", "MiB/s", true);
-    for _ in 0..rounds {
-        let s = tokio::net::TcpStream::connect(tcp_addr).await?;
-        s.set_nodelay(true)?;
-        let t = Instant::now();
-        send(s, bytes, &chunk).await?;
-        tcp.samples.push(mib_per_s(bytes, t.elapsed()));
+    let mut ours_quic = Figure::new("quic.stream.throughput", "MiB/s", true);
+    let mut rust_quic = Figure::new("rust_libp2p.quic.stream.throughput", "MiB/s", true);
+    for round in 0..rounds {
+        if !only_quic {
+            let s = tokio::net::TcpStream::connect(tcp_addr).await?;
+            s.set_nodelay(true)?;
+            let t = Instant::now();
+            send(s, bytes, &chunk).await?;
+            tcp.samples.push(mib_per_s(bytes, t.elapsed()));
+        }
 
         let t = Instant::now();
         let s = client.new_stream(peer, [SINK]).await?;
@@ -102,6 +155,46 @@ pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<V
         let t = Instant::now();
         theirs.transfer(bytes, &chunk).await?;
         rust.samples.push(mib_per_s(bytes, t.elapsed()));
+
+        // QUIC: ours and rust-libp2p's taking turns at going first.
+        for turn in 0..2 {
+            if (round + turn) % 2 == 0 {
+                if let Some((_, quic_client, quic_peer, _)) = &quic {
+                    let t = Instant::now();
+                    let s = quic_client.new_stream(*quic_peer, [SINK]).await?;
+                    send(s, bytes, &chunk).await?;
+                    ours_quic.samples.push(mib_per_s(bytes, t.elapsed()));
+                }
+            } else {
+                let t = Instant::now();
+                theirs_quic.transfer(bytes, &chunk).await?;
+                rust_quic.samples.push(mib_per_s(bytes, t.elapsed()));
+            }
+        }
+    }
+    if let Some((quic_server, quic_client, _, _)) = quic.as_ref() {
+        quic_client.shutdown().await;
+        quic_server.shutdown().await;
+    }
+    drop(theirs_quic);
+    let mut quic_figures = Vec::new();
+    if quic.is_some() {
+        let mut quic_vs_rust = ours_quic.clone().against(&rust_quic);
+        quic_vs_rust.name = "quic.stream.throughput.vs_rust_libp2p".into();
+        quic_figures.push(ours_quic.against(&ours));
+        quic_figures.push(quic_vs_rust);
+    }
+    quic_figures.push(rust_quic.against(&rust));
+    if only_quic {
+        client.shutdown().await;
+        server.shutdown().await;
+        tcp_server.abort();
+        let mut vs_rust = ours.clone().against(&rust);
+        vs_rust.name = "host.stream.throughput.vs_rust_libp2p".into();
+        let mut figures = vec![ours, rust, vs_rust];
+        figures.extend(quic_figures);
+        figures.extend(crate::connect_rtt::run(quick).await?);
+        return Ok(figures);
     }
 
     // Stream open on a live connection (negotiated, then closed), and a whole new connection
@@ -170,18 +263,18 @@ pub(crate) async fn run(quick: bool, split_send_size: Option<usize>) -> Result<V
     stream_open_vs_rust.name = "host.stream_open.vs_rust_libp2p".into();
     let mut connect_vs_rust = connect.clone().against(&rust_connect);
     connect_vs_rust.name = "host.connect.vs_rust_libp2p".into();
-    Ok(vec![
-        tcp,
-        vs_tcp,
-        rust_vs_tcp,
-        vs_rust,
+    let mut figures = vec![tcp, vs_tcp, rust_vs_tcp, vs_rust];
+    figures.extend(quic_figures);
+    figures.extend([
         stream_open,
         rust_stream_open,
         stream_open_vs_rust,
         connect,
         rust_connect,
         connect_vs_rust,
-    ])
+    ]);
+    figures.extend(crate::connect_rtt::run(quick).await?);
+    Ok(figures)
 }
 
 /// One fresh host (built before the clock starts) dials `server_addr`, opens its first stream,

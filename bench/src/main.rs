@@ -2,9 +2,15 @@
 //! loopback, alternated round by round in one process run so that their ratios are meaningful
 //! on a noisy machine. Run through `cargo xtask bench host|forward|scale`.
 //!
+//! `p2pnet-bench quic [--quick]` runs only what QUIC adds to `host` and `forward` (with the TCP
+//! figures its ratios need), `p2pnet-bench connect-rtt [--quick]` only the connect times through
+//! the delay relay (see [`connect_rtt`]).
+//!
 //! Prints one JSON object per result line with `--json`, else a table.
 #![allow(clippy::print_stdout)]
 
+mod connect_rtt;
+mod delay_relay;
 mod forward_bench;
 mod host_bench;
 mod report;
@@ -69,8 +75,23 @@ fn main() -> Result<()> {
             .build()?,
     };
     let results = match args.group.as_str() {
-        "host" => rt.block_on(host_bench::run(args.quick, args.yamux_split_send_size))?,
-        "forward" => rt.block_on(forward_bench::run(args.quick))?,
+        "host" => rt.block_on(host_bench::run(
+            args.quick,
+            args.yamux_split_send_size,
+            false,
+        ))?,
+        "forward" => rt.block_on(forward_bench::run(args.quick, false))?,
+        // Only what QUIC adds to `host` and `forward` (with the TCP figures its ratios need).
+        "quic" => {
+            let mut figures = rt.block_on(host_bench::run(
+                args.quick,
+                args.yamux_split_send_size,
+                true,
+            ))?;
+            figures.extend(rt.block_on(forward_bench::run(args.quick, true))?);
+            figures
+        }
+        "connect-rtt" => rt.block_on(connect_rtt::run(args.quick))?,
         "stream-open" => rt.block_on(host_bench::stream_open_only(&args.route, args.pings))?,
         "connect" => rt.block_on(host_bench::connect_only(
             &args.route,
@@ -111,7 +132,7 @@ fn main() -> Result<()> {
             return rt.block_on(scale::clients(target, n));
         }
         other => anyhow::bail!(
-            "unknown group {other:?} (this binary runs: host, forward, forward-rtt, scale)"
+            "unknown group {other:?} (this binary runs: host, forward, quic, connect-rtt, forward-rtt, scale)"
         ),
     };
     report::print(&results, args.json);

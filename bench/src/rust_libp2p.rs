@@ -1,5 +1,5 @@
-//! The rust-libp2p baseline: two Swarms with `libp2p-stream` over TCP + noise + yamux, every
-//! setting at its default, driven on their own tasks.
+//! The rust-libp2p baseline: two Swarms with `libp2p-stream` over TCP + noise + yamux (or over
+//! libp2p-quic), every setting at its default, driven on their own tasks.
 
 use std::time::{Duration, Instant};
 
@@ -9,33 +9,65 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, tcp, yamux};
 
 pub(crate) const SINK: StreamProtocol = StreamProtocol::new("/bench/sink/1.0.0");
+/// Echoes what it reads until EOF.
+pub(crate) const ECHO: StreamProtocol = StreamProtocol::new("/bench/echo/1.0.0");
 
-/// A client swarm connected to a server swarm that sinks streams on [`SINK`].
+/// Which rust-libp2p transport a swarm uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// TCP + noise XX + yamux.
+    Tcp,
+    /// libp2p-quic (`/quic-v1`).
+    Quic,
+}
+
+impl Transport {
+    fn listen_addr(self) -> &'static str {
+        match self {
+            Transport::Tcp => "/ip4/127.0.0.1/tcp/0",
+            Transport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
+        }
+    }
+}
+
+/// A client swarm connected to a server swarm that sinks streams on [`SINK`] and echoes them on
+/// [`ECHO`].
 pub(crate) struct Pair {
     pub(crate) control: libp2p_stream::Control,
     pub(crate) server: PeerId,
     /// The server's listen address with its `/p2p/` suffix.
     server_addr: Multiaddr,
+    transport: Transport,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn swarm() -> Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
-    Ok(libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build())
+fn swarm(transport: Transport) -> Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
+    let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
+    Ok(match transport {
+        Transport::Tcp => builder
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+            .build(),
+        Transport::Quic => builder
+            .with_quic()
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+            .build(),
+    })
 }
 
-/// A new swarm listening on 127.0.0.1: the swarm and its address with the `/p2p/` suffix.
-async fn listening() -> Result<(libp2p::Swarm<libp2p_stream::Behaviour>, Multiaddr)> {
-    let mut s = swarm()?;
-    s.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+/// A new swarm listening on 127.0.0.1 over `transport`: the swarm and its address with the
+/// `/p2p/` suffix.
+async fn listening(
+    transport: Transport,
+) -> Result<(libp2p::Swarm<libp2p_stream::Behaviour>, Multiaddr)> {
+    let mut s = swarm(transport)?;
+    s.listen_on(transport.listen_addr().parse()?)?;
     let addr: Multiaddr = loop {
         if let SwarmEvent::NewListenAddr { address, .. } = s.select_next_some().await {
             break address;
@@ -54,11 +86,13 @@ fn drive(mut s: libp2p::Swarm<libp2p_stream::Behaviour>) -> tokio::task::JoinHan
     })
 }
 
-/// A new swarm connected to `addr`, driven on its own task: its stream control and the task.
+/// A new swarm connected to `addr` over `transport`, driven on its own task: its stream control
+/// and the task.
 async fn connected(
     addr: Multiaddr,
+    transport: Transport,
 ) -> Result<(libp2p_stream::Control, tokio::task::JoinHandle<()>)> {
-    let mut s = swarm()?;
+    let mut s = swarm(transport)?;
     s.dial(addr)?;
     loop {
         if let SwarmEvent::ConnectionEstablished { .. } = s.select_next_some().await {
@@ -70,24 +104,41 @@ async fn connected(
 }
 
 impl Pair {
+    /// Over TCP + noise + yamux.
     pub(crate) async fn new() -> Result<Pair> {
-        let (server, server_addr) = listening().await?;
+        Self::over(Transport::Tcp).await
+    }
+
+    pub(crate) async fn over(transport: Transport) -> Result<Pair> {
+        let (server, server_addr) = listening(transport).await?;
         let server_id = *server.local_peer_id();
         let mut incoming = server.behaviour().new_control().accept(SINK)?;
+        let mut echoes = server.behaviour().new_control().accept(ECHO)?;
         let mut tasks = vec![drive(server)];
         tasks.push(tokio::spawn(async move {
             while let Some((_, stream)) = incoming.next().await {
                 tokio::spawn(sink(stream));
             }
         }));
-        let (control, client) = connected(server_addr.clone()).await?;
+        tasks.push(tokio::spawn(async move {
+            while let Some((_, stream)) = echoes.next().await {
+                tokio::spawn(echo(stream));
+            }
+        }));
+        let (control, client) = connected(server_addr.clone(), transport).await?;
         tasks.push(client);
         Ok(Pair {
             control,
             server: server_id,
             server_addr,
+            transport,
             tasks,
         })
+    }
+
+    /// The server's listen address with its `/p2p/` suffix.
+    pub(crate) fn server_addr(&self) -> &Multiaddr {
+        &self.server_addr
     }
 
     /// Opens a stream on the live connection, negotiates [`SINK`], half-closes it and reads the
@@ -100,11 +151,18 @@ impl Pair {
     /// yamux, then the first negotiated stream, half-closed, and the server's 1-byte answer. The
     /// same job as `host.connect`; returns the time it took.
     pub(crate) async fn connect_fresh(&self) -> Result<Duration> {
-        let mut client = swarm()?;
+        let addr = self.server_addr.clone();
+        self.connect_fresh_via(addr, Job::Sink).await
+    }
+
+    /// [`Pair::connect_fresh`] dialing `addr` (the server's, or a relay's in front of it, with the
+    /// server's `/p2p/` suffix), the first stream doing `job`.
+    pub(crate) async fn connect_fresh_via(&self, addr: Multiaddr, job: Job) -> Result<Duration> {
+        let mut client = swarm(self.transport)?;
         let mut control = client.behaviour().new_control();
         let (established_tx, established_rx) = tokio::sync::oneshot::channel();
         let t = Instant::now();
-        client.dial(self.server_addr.clone())?;
+        client.dial(addr)?;
         let driver = tokio::spawn(async move {
             let mut established_tx = Some(established_tx);
             loop {
@@ -128,7 +186,10 @@ impl Pair {
                 .await
                 .context("rust-libp2p swarm task ended")?
                 .map_err(|e| anyhow::anyhow!("rust-libp2p dial: {e}"))?;
-            sink_round_trip(&mut control, self.server).await?;
+            match job {
+                Job::Sink => sink_round_trip(&mut control, self.server).await?,
+                Job::EchoByte => echo_byte(&mut control, self.server).await?,
+            }
             anyhow::Ok(t.elapsed())
         }
         .await;
@@ -162,6 +223,35 @@ impl Drop for Pair {
             t.abort();
         }
     }
+}
+
+/// What the first stream of a fresh connection does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Job {
+    /// [`SINK`]: half-close, read the 1-byte answer.
+    Sink,
+    /// [`ECHO`]: write one byte, read it back.
+    EchoByte,
+}
+
+/// Opens an [`ECHO`] stream to `server`, writes one byte and reads it back.
+async fn echo_byte(control: &mut libp2p_stream::Control, server: PeerId) -> Result<()> {
+    let mut s = control
+        .open_stream(server, ECHO)
+        .await
+        .context("rust-libp2p open_stream")?;
+    s.write_all(&[7]).await?;
+    s.flush().await?;
+    let mut back = [0u8; 1];
+    s.read_exact(&mut back).await?;
+    anyhow::ensure!(back == [7], "echo answered {back:?}");
+    Ok(())
+}
+
+async fn echo(s: libp2p::Stream) {
+    let (mut r, mut w) = s.split();
+    let _ = futures::io::copy(&mut r, &mut w).await;
+    let _ = w.close().await;
 }
 
 /// Opens a [`SINK`] stream to `server`, half-closes it and reads the server's 1-byte answer.
@@ -204,7 +294,16 @@ impl Tunnel {
         routes: &[(&'static str, u16)],
         buffer_size: usize,
     ) -> Result<(Tunnel, Vec<u16>)> {
-        let (b, b_addr) = listening().await?;
+        Self::over(Transport::Tcp, routes, buffer_size).await
+    }
+
+    /// [`Tunnel::new`] with A and B connected over `transport`.
+    pub(crate) async fn over(
+        transport: Transport,
+        routes: &[(&'static str, u16)],
+        buffer_size: usize,
+    ) -> Result<(Tunnel, Vec<u16>)> {
+        let (b, b_addr) = listening(transport).await?;
         let b_id = *b.local_peer_id();
         let mut tasks = Vec::new();
         for &(protocol, target) in routes {
@@ -227,7 +326,7 @@ impl Tunnel {
         }
         tasks.push(drive(b));
 
-        let (control, a) = connected(b_addr).await?;
+        let (control, a) = connected(b_addr, transport).await?;
         tasks.push(a);
         let mut ports = Vec::new();
         for &(protocol, _) in routes {

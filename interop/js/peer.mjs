@@ -1,7 +1,8 @@
 // A js-libp2p peer for tests/tests/interop_js_libp2p.rs (run them with `cargo xtask interop-js`).
 //
-//   node peer.mjs listen
-//     Starts a node on /ip4/127.0.0.1/tcp/0 (tcp + noise + yamux, ping, identify) with an echo
+//   node peer.mjs listen [tcp|quic]
+//     Starts a node on /ip4/127.0.0.1/tcp/0 (tcp + noise + yamux; the default) or on
+//     /ip4/127.0.0.1/udp/0/quic-v1 (@chainsafe/libp2p-quic), with ping, identify and an echo
 //     handler on /x/echo/1.0.0. Prints one JSON line {"event":"listening","multiaddr":…} and then
 //     one JSON line per identified peer ({"event":"identified",…}). Stops when stdin closes or
 //     after PEER_TIMEOUT_MS. Two stream-end handlers report one JSON line per stream:
@@ -10,8 +11,12 @@
 //     write side, then reads to the end ({"event":"ends-fin",…}).
 //
 //   node peer.mjs dial <multiaddr with /p2p/> [bytes]
-//     Dials, pings, runs identify, echoes `bytes` (default 1 MiB) of a known pattern over
-//     /x/echo/1.0.0 and checks them. Prints one JSON result line and exits 0 (all good) or 1.
+//     Dials (over QUIC for a /quic-v1 address, else over TCP), pings, runs identify, echoes
+//     `bytes` (default 1 MiB) of a known pattern over /x/echo/1.0.0 and checks them. Prints one
+//     JSON result line and exits 0 (all good) or 1.
+//
+// The QUIC transport is loaded only for QUIC: it is a native module (napi-rs, prebuilt for the
+// platforms package-lock.json lists), and the TCP cases must not depend on it.
 //
 // Every wait is bounded by PEER_TIMEOUT_MS (default 60 s) or a shorter per-step timeout.
 // EXPECT_AGENT_PREFIX (default "p2pnet/") is what the dialled peer's agent version must start with.
@@ -51,7 +56,16 @@ function bounded (promise, ms, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
-async function createNode (listen) {
+// A node on `transport` ('tcp' or 'quic'); it listens on loopback when `listen`.
+async function createNode (listen, transport = 'tcp') {
+  if (transport === 'quic') {
+    const { quic } = await import('@chainsafe/libp2p-quic')
+    return createLibp2p({
+      addresses: { listen: listen ? ['/ip4/127.0.0.1/udp/0/quic-v1'] : [] },
+      transports: [quic()],
+      services: { ping: ping(), identify: identify() }
+    })
+  }
   return createLibp2p({
     addresses: { listen: listen ? ['/ip4/127.0.0.1/tcp/0'] : [] },
     transports: [tcp()],
@@ -109,8 +123,8 @@ async function endsFin ({ stream }) {
   out(report)
 }
 
-async function listenMode () {
-  const node = await createNode(true)
+async function listenMode (transport) {
+  const node = await createNode(true, transport)
   await node.handle(ECHO, echo)
   await node.handle(ENDS_HALF, endsHalf)
   await node.handle(ENDS_FIN, endsFin)
@@ -119,10 +133,12 @@ async function listenMode () {
       event: 'identified',
       peer: evt.detail.peerId.toString(),
       agentVersion: evt.detail.agentVersion ?? null,
-      protocols: evt.detail.protocols
+      protocols: evt.detail.protocols,
+      listenAddrs: evt.detail.listenAddrs.map(String)
     })
   })
-  const addr = node.getMultiaddrs().find((ma) => ma.toString().startsWith('/ip4/127.0.0.1/tcp/'))
+  const prefix = transport === 'quic' ? '/ip4/127.0.0.1/udp/' : '/ip4/127.0.0.1/tcp/'
+  const addr = node.getMultiaddrs().find((ma) => ma.toString().startsWith(prefix))
   out({
     event: 'listening',
     multiaddr: addr.toString(),
@@ -183,7 +199,7 @@ async function echoCheck (connection, len) {
 
 async function dialMode (target, len) {
   const result = { ok: false, target }
-  const node = await createNode(false)
+  const node = await createNode(false, target.includes('/quic-v1') ? 'quic' : 'tcp')
   const overall = setTimeout(() => {
     out({ ...result, error: `timed out after ${TIMEOUT_MS} ms` })
     process.exit(1)
@@ -202,6 +218,7 @@ async function dialMode (target, len) {
     const id = await bounded(node.services.identify.identify(connection), STEP_MS, 'identify')
     result.agentVersion = id.agentVersion ?? null
     result.protocols = id.protocols
+    result.listenAddrs = id.listenAddrs.map(String)
     if (!(result.agentVersion ?? '').startsWith(AGENT_PREFIX)) {
       throw new Error(`unexpected agent version ${result.agentVersion}`)
     }
@@ -221,11 +238,11 @@ async function dialMode (target, len) {
 }
 
 const [mode, arg, bytes] = process.argv.slice(2)
-if (mode === 'listen') {
-  await listenMode()
+if (mode === 'listen' && (arg == null || arg === 'tcp' || arg === 'quic')) {
+  await listenMode(arg ?? 'tcp')
 } else if (mode === 'dial' && arg != null) {
   await dialMode(arg, Number(bytes ?? 1 << 20))
 } else {
-  process.stderr.write('usage: node peer.mjs listen | node peer.mjs dial <multiaddr> [bytes]\n')
+  process.stderr.write('usage: node peer.mjs listen [tcp|quic] | node peer.mjs dial <multiaddr> [bytes]\n')
   process.exit(2)
 }

@@ -1,7 +1,9 @@
 //! Interoperability with js-libp2p (the peer is `interop/js/peer.mjs`, run by Node.js): js dials
 //! us and we dial js; ping, identify and a 1 MiB echo on `/x/echo/1.0.0` are checked both ways,
-//! and a dial to the js node with a wrong `/p2p/` id is refused. Our resets reach js-libp2p exactly
-//! (after our half close, and after its FIN).
+//! and a dial to the js node with a wrong `/p2p/` id is refused, over TCP (noise + yamux) and over
+//! QUIC (`@chainsafe/libp2p-quic`, a native module). Over TCP our resets reach js-libp2p exactly
+//! (after our half close, and after its FIN); over QUIC js-libp2p reads our reset after its FIN
+//! as a clean end (checked, with why).
 //!
 //! Ignored by default: they need Node.js ≥ 20 and `interop/js/node_modules`. Run them with
 //! `cargo xtask interop-js` (which runs `npm ci` first). Loopback only; every wait is bounded and
@@ -35,11 +37,20 @@ fn js_dir() -> PathBuf {
 /// The `node` command (`NODE` overrides it), after checking the js dependencies are installed.
 fn node_command(args: &[&str]) -> Command {
     let dir = js_dir();
-    assert!(
-        dir.join("node_modules").join("libp2p").is_dir(),
-        "interop/js/node_modules is missing: run `cargo xtask interop-js` (it runs `npm ci` in \
-         interop/js and then these tests)"
-    );
+    // The QUIC transport only where it is used (it is a native module).
+    let quic = args.iter().any(|a| *a == "quic" || a.contains("/quic-v1"));
+    let modules: &[&str] = if quic {
+        &["libp2p", "@chainsafe/libp2p-quic"]
+    } else {
+        &["libp2p"]
+    };
+    for module in modules {
+        assert!(
+            dir.join("node_modules").join(module).is_dir(),
+            "interop/js/node_modules/{module} is missing: run `cargo xtask interop-js` (it runs \
+             `npm ci` in interop/js and then these tests)"
+        );
+    }
     let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
     let mut cmd = Command::new(node);
     cmd.arg("peer.mjs")
@@ -81,8 +92,14 @@ struct JsListener {
 }
 
 impl JsListener {
+    /// A js node listening over TCP.
     async fn start() -> JsListener {
-        let mut child = node_command(&["listen"])
+        JsListener::start_on("tcp").await
+    }
+
+    /// A js node listening over `transport`: `tcp` or `quic`.
+    async fn start_on(transport: &str) -> JsListener {
+        let mut child = node_command(&["listen", transport])
             .spawn()
             .expect("could not start `node` (is Node.js ≥ 20 installed?)");
         let stdout = child.stdout.take().unwrap();
@@ -164,14 +181,35 @@ async fn agent_in_peer_store(ours: &Host, peer: &PeerId) -> String {
     .expect("identify from the js node did not reach our peer store")
 }
 
+/// The addresses a JSON line lists under `listenAddrs`.
+fn listen_addrs(v: &Value) -> Vec<Multiaddr> {
+    v["listenAddrs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `listenAddrs` in {v}"))
+        .iter()
+        .map(|a| a.as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+const TCP_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
+const QUIC_LISTEN: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
 async fn js_libp2p_dials_us_pings_identifies_and_echoes() {
+    js_dials_us(TCP_LISTEN).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
+async fn js_libp2p_dials_us_over_quic_pings_identifies_and_echoes() {
+    js_dials_us(QUIC_LISTEN).await;
+}
+
+/// We listen on `listen`; a js node dials us there, pings, identifies and echoes 1 MiB.
+async fn js_dials_us(listen: &str) {
     let (ours, _echo) = our_host();
-    let addr = ours
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .await
-        .unwrap();
+    let addr = ours.listen_on(listen.parse().unwrap()).await.unwrap();
     let mut events = ours.events();
     let full = p2pnet_host::with_p2p(&addr, ours.peer_id());
 
@@ -202,19 +240,26 @@ async fn js_libp2p_dials_us_pings_identifies_and_echoes() {
     for p in ["/ipfs/ping/1.0.0", "/ipfs/id/1.0.0", ECHO] {
         assert!(theirs_saw.iter().any(|x| x == p), "{p} not in {result}");
     }
+    assert!(
+        listen_addrs(&result).contains(&addr),
+        "{addr} not in {result}"
+    );
     assert!(result["rttMs"].as_f64().is_some(), "{result}");
     assert_eq!(result["echoBytes"].as_u64(), Some(ECHO_BYTES as u64));
 
-    // What we saw of the js node: its identify reached us.
+    // What we saw of the js node: a connection over the transport we listen on, and its
+    // identify.
+    let mut remote = None;
     let (peer, agent) = tokio::time::timeout(STEP, async {
         loop {
-            if let HostEvent::Identified {
-                peer,
-                agent_version,
-                ..
-            } = events.recv().await.unwrap()
-            {
-                return (peer, agent_version);
+            match events.recv().await.unwrap() {
+                HostEvent::Connected { remote_addr, .. } => remote = Some(remote_addr),
+                HostEvent::Identified {
+                    peer,
+                    agent_version,
+                    ..
+                } => return (peer, agent_version),
+                _ => {}
             }
         }
     })
@@ -222,6 +267,9 @@ async fn js_libp2p_dials_us_pings_identifies_and_echoes() {
     .expect("no identify from the js node");
     assert!(agent.starts_with("js-libp2p/"), "{agent}");
     assert_ne!(peer, ours.peer_id());
+    let remote = remote.expect("a connection event before identify");
+    let transport = |a: &Multiaddr| a.iter().nth(1).map(|p| p.tag());
+    assert_eq!(transport(&remote), transport(&addr), "{remote}");
 
     ours.shutdown().await;
 }
@@ -229,8 +277,33 @@ async fn js_libp2p_dials_us_pings_identifies_and_echoes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
 async fn we_dial_js_libp2p_ping_identify_and_echo() {
-    let mut theirs = JsListener::start().await;
+    we_dial_js("tcp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
+async fn we_dial_js_libp2p_over_quic_ping_identify_and_echo() {
+    we_dial_js("quic").await;
+}
+
+/// A js node listens over `transport`; we dial it there, echo 1 MiB, ping and identify.
+async fn we_dial_js(transport: &str) {
+    let mut theirs = JsListener::start_on(transport).await;
     let (ours, _echo) = our_host();
+    // Ours listens too (on the same transport), so identify has an address of ours to carry.
+    let our_addr = ours
+        .listen_on(
+            if transport == "quic" {
+                QUIC_LISTEN
+            } else {
+                TCP_LISTEN
+            }
+            .parse()
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut events = ours.events();
     let peer = tokio::time::timeout(STEP, ours.dial(theirs.addr.clone()))
         .await
         .expect("dial timed out")
@@ -278,6 +351,30 @@ async fn we_dial_js_libp2p_ping_identify_and_echo() {
         "{seen}"
     );
     assert!(protocols(&seen).iter().any(|p| p == ECHO), "{seen}");
+    assert!(
+        listen_addrs(&seen).contains(&our_addr),
+        "{our_addr} not in {seen}"
+    );
+    // The js node's identify listed the address we dialed.
+    let their_addr = p2pnet_host::without_p2p(&theirs.addr).0;
+    let announced = tokio::time::timeout(STEP, async {
+        loop {
+            if let HostEvent::Identified {
+                peer: p,
+                listen_addrs,
+                ..
+            } = events.recv().await.unwrap()
+                && p == peer
+            {
+                return listen_addrs;
+            }
+        }
+    })
+    .await
+    .expect("no identify event for the js node");
+    assert!(announced.contains(&their_addr), "{announced:?}");
+    assert!(ours.peer_store().addrs(&peer).contains(&their_addr));
+    assert_eq!(ours.connections(Some(&peer))[0].remote_addr, their_addr);
 
     ours.shutdown().await;
     theirs.stop().await;
@@ -286,7 +383,19 @@ async fn we_dial_js_libp2p_ping_identify_and_echo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
 async fn js_libp2p_with_wrong_peer_id_is_refused() {
-    let theirs = JsListener::start().await;
+    wrong_peer_id_is_refused("tcp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
+async fn js_libp2p_over_quic_with_wrong_peer_id_is_refused() {
+    wrong_peer_id_is_refused("quic").await;
+}
+
+/// A js node listens over `transport`; our dial there with a wrong `/p2p/` id is refused, and
+/// the correct dial that follows works.
+async fn wrong_peer_id_is_refused(transport: &str) {
+    let theirs = JsListener::start_on(transport).await;
     let (ours, _echo) = our_host();
     let impostor = PeerId::random();
     let wrong = p2pnet_host::with_p2p(&theirs.addr, impostor);
@@ -301,6 +410,11 @@ async fn js_libp2p_with_wrong_peer_id_is_refused() {
         other => panic!("expected PeerIdMismatch, got {other:?}"),
     }
     assert!(!ours.is_connected(&theirs.peer_id));
+    let peer = tokio::time::timeout(STEP, ours.dial(theirs.addr.clone()))
+        .await
+        .expect("dial timed out")
+        .expect("the correct dial after a refused one");
+    assert_eq!(peer, theirs.peer_id);
     ours.shutdown().await;
     theirs.stop().await;
 }
@@ -373,6 +487,55 @@ async fn our_reset_after_js_libp2p_fin_is_a_reset_there() {
     let report = theirs.wait_for("ends-fin").await;
     assert_eq!(report["error"], "StreamResetError", "{report}");
     assert_eq!(report["status"], "reset", "{report}");
+    ours.shutdown().await;
+    theirs.stop().await;
+}
+
+/// The reset after the peer's FIN, over QUIC: `@chainsafe/libp2p-quic` 1.1.8 cannot tell our
+/// `RESET_STREAM` from a FIN. Its reader ends cleanly (no error, status `closed`) with what it
+/// had read before the reset, where over yamux it fails with `StreamResetError` (the test above):
+/// its `QuicStream.readyFromStream` ends the source without an error.
+/// Our reset is a real one: quinn in rust-libp2p fails its read with `ConnectionReset` in the
+/// same case (`interop_quic.rs`, `our_reset_after_rust_libp2p_fin_fails_its_read`).
+///
+/// Not checked here: after our half close, our reset's `STOP_SENDING` does not fail the js
+/// writer at all (it stalls once our window is full until its own 20 s bound), which would make
+/// the test as slow as that bound; rust-libp2p's writer fails at once
+/// (`our_reset_after_our_half_close_fails_rust_libp2p_writes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js and interop/js/node_modules: run `cargo xtask interop-js`"]
+async fn our_reset_after_js_libp2p_fin_over_quic_ends_its_read_cleanly() {
+    let mut theirs = JsListener::start_on("quic").await;
+    let (ours, _echo) = our_host();
+    let peer = tokio::time::timeout(STEP, ours.dial(theirs.addr.clone()))
+        .await
+        .expect("dial timed out")
+        .unwrap();
+    let mut s = ours
+        .new_stream(peer, ["/x/ends/reset-after-fin/1.0.0"])
+        .await
+        .unwrap();
+    s.write_all(b"part one,").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(STEP, s.read_to_end(&mut answer))
+        .await
+        .expect("the js node's FIN ends our read")
+        .expect("a FIN is a clean end");
+    assert_eq!(answer, b"go ahead");
+    s.write_all(b" part two").await.unwrap();
+    s.reset();
+    let report = theirs.wait_for("ends-fin").await;
+    assert!(report.get("error").is_none(), "{report}");
+    // `closed`, or still `open` when the report is made before js-libp2p settles its status:
+    // never `reset`.
+    assert!(
+        report["status"] == "closed" || report["status"] == "open",
+        "{report}"
+    );
+    // What it read is some prefix of what we sent: a reset lets QUIC drop data not yet read
+    // (with a cold js node even "part one," is often lost), never anything else.
+    let read = str_field(&report, "read");
+    assert!("part one, part two".starts_with(read), "{report}");
     ours.shutdown().await;
     theirs.stop().await;
 }

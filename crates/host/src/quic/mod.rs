@@ -25,6 +25,10 @@ use crate::{HostConfig, HostError};
 
 /// The TLS server name every libp2p QUIC dialer sends (the certificate, not the name, is checked).
 const SERVER_NAME: &str = "l";
+/// The receive and send buffer asked for each endpoint's UDP socket (the kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`): a burst of datagrams, a close among them, is not dropped
+/// for want of room as easily as with the 208 KiB default.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// How long shutdown waits for the endpoints to say goodbye to their peers.
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
@@ -95,7 +99,7 @@ impl Quic {
 
     /// Binds a listening endpoint to `addr` (a port in use is an `AddrInUse` error).
     pub(crate) fn bind(&self, id: u64, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
-        let socket = std::net::UdpSocket::bind(addr)?;
+        let socket = udp_socket(addr)?;
         let endpoint = quinn::Endpoint::new(
             self.endpoint_config.clone(),
             Some(self.server.clone()),
@@ -140,7 +144,7 @@ impl Quic {
         } else {
             Ipv6Addr::UNSPECIFIED.into()
         };
-        let socket = std::net::UdpSocket::bind((any, 0))?;
+        let socket = udp_socket(SocketAddr::new(any, 0))?;
         let endpoint = quinn::Endpoint::new(
             self.endpoint_config.clone(),
             None,
@@ -177,6 +181,24 @@ impl Quic {
         let idle = futures::future::join_all(endpoints.iter().map(|e| e.wait_idle()));
         let _ = tokio::time::timeout(CLOSE_WAIT, idle).await;
     }
+}
+
+/// A UDP socket bound to `addr` with [`SOCKET_BUFFER`]-sized buffers (as far as the kernel
+/// allows; a refusal is not an error). No `SO_REUSEPORT`: a port in use is `AddrInUse`.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!(error = %e, "cannot enlarge the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!(error = %e, "cannot enlarge the UDP send buffer");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// The peer a connection's TLS handshake authenticated (its certificate's libp2p key).
