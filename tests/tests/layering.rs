@@ -62,6 +62,18 @@ const RULES: &[(&str, &[&str])] = &[
             "p2pnet-netservice",
         ],
     ),
+    (
+        "kad",
+        &[
+            "libp2p",
+            "libp2p-swarm",
+            "libp2p-kad",
+            "p2pnet-dispatcher",
+            "p2pnet-messaging",
+            "p2pnet-forward",
+            "p2pnet-netservice",
+        ],
+    ),
     ("netservice", &["libp2p", "libp2p-swarm"]),
 ];
 
