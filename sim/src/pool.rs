@@ -38,6 +38,13 @@ impl WorkerPool {
     /// Starts `count` workers running `backend`.
     pub(crate) fn start(count: usize, backend: Backend, log: &str) -> Result<WorkerPool> {
         let exe = std::env::current_exe().context("locating the sim binary")?;
+        // rust-libp2p's kad warns on every automatic bootstrap of a node without peers (each
+        // node, before the plan gives it its bootstrap peers): noise, not news.
+        let log = if backend == Backend::RustLibp2p && log == "warn" {
+            "warn,libp2p_kad=error"
+        } else {
+            log
+        };
         let mut workers = Vec::with_capacity(count);
         for index in 0..count {
             let backend_arg = match backend {

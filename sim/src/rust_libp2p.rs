@@ -18,6 +18,10 @@ use crate::proto::{LookupStats, PeerAddr};
 
 /// The query timeout (ours is the same, see `ours.rs`).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a cold lookup waits for the connection to its target to close before it starts.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
+/// How often the swarm task starts cold lookups whose connection has closed.
+const CLOSE_POLL: Duration = Duration::from_millis(10);
 /// How long a command may wait for its answer from the swarm task.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(45);
 
@@ -193,8 +197,23 @@ fn stats(s: &kad::QueryStats) -> LookupStats {
 /// command sender is gone.
 async fn drive(mut swarm: libp2p::Swarm<Behaviour>, mut rx: mpsc::Receiver<Cmd>) {
     let mut pending: HashMap<kad::QueryId, Pending> = HashMap::new();
+    // Cold lookups waiting for the connection to their target to close: (target, deadline, reply).
+    let mut closing: Vec<(PeerId, Instant, Done)> = Vec::new();
+    let mut poll = tokio::time::interval(CLOSE_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = poll.tick(), if !closing.is_empty() => {
+                let now = Instant::now();
+                let (ready, waiting): (Vec<_>, Vec<_>) = closing
+                    .drain(..)
+                    .partition(|(t, deadline, _)| !swarm.is_connected(t) || now >= *deadline);
+                closing = waiting;
+                for (target, _, tx) in ready {
+                    let id = swarm.behaviour_mut().kad.get_closest_peers(target);
+                    pending.insert(id, Pending::Find(target, tx));
+                }
+            }
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { return };
                 match cmd {
@@ -207,7 +226,11 @@ async fn drive(mut swarm: libp2p::Swarm<Behaviour>, mut rx: mpsc::Receiver<Cmd>)
                     },
                     Cmd::Find(target, cold, tx) => {
                         if cold && swarm.is_connected(&target) {
+                            // Like ours: the lookup starts once the connection is gone, so
+                            // it does not race the closing connection.
                             let _ = swarm.disconnect_peer_id(target);
+                            closing.push((target, Instant::now() + CLOSE_WAIT, tx));
+                            continue;
                         }
                         let id = swarm.behaviour_mut().kad.get_closest_peers(target);
                         pending.insert(id, Pending::Find(target, tx));

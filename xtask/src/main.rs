@@ -10,6 +10,7 @@ mod bench;
 mod fuzz;
 mod interop_js;
 mod netns;
+mod sim;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -34,6 +35,36 @@ enum Cmd {
         /// Shorter runs (the whole of `all --quick` stays under 3 minutes).
         #[arg(long)]
         quick: bool,
+    },
+    /// A network simulation (`p2pnet-sim`): N real hosts over worker processes, a seeded plan;
+    /// writes `target/sim/<scenario>.json` and SVG plots and prints a goal table.
+    Sim {
+        /// The scenario: `kad`.
+        scenario: String,
+        /// The CI size (kad: 200 nodes instead of 1,000).
+        #[arg(long)]
+        quick: bool,
+        /// The seed of the topology, lookup and churn plan (default 1).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Build and run the debug binary instead of the release one.
+        #[arg(long)]
+        debug: bool,
+        /// Fail when a goal is missed (by default only harness errors fail).
+        #[arg(long)]
+        check: bool,
+        /// Also run the same plan on rust-libp2p nodes and report both side by side.
+        #[arg(long)]
+        with_rust_libp2p: bool,
+        /// Worker processes (default 4).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Nodes (overrides the scenario's size).
+        #[arg(long)]
+        nodes: Option<u32>,
+        /// Lookups per phase (default 1,000).
+        #[arg(long)]
+        lookups: Option<usize>,
     },
     /// The multi-host test in network namespaces (skips, saying why, where it cannot run).
     Netns,
@@ -62,6 +93,27 @@ fn main() -> Result<()> {
         Cmd::Ci => ci(),
         Cmd::Bench { group, quick } => bench::run(&group, quick),
         Cmd::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
+        Cmd::Sim {
+            scenario,
+            quick,
+            seed,
+            debug,
+            check,
+            with_rust_libp2p,
+            workers,
+            nodes,
+            lookups,
+        } => sim::run(&sim::SimArgs {
+            scenario,
+            quick,
+            seed,
+            debug,
+            check,
+            with_rust_libp2p,
+            workers,
+            nodes,
+            lookups,
+        }),
         Cmd::Netns => netns::run(),
         Cmd::InteropJs { if_available } => interop_js::run(if_available),
     }
