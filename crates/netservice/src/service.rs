@@ -689,6 +689,24 @@ impl NetService {
     }
 }
 
+/// The host's peer routing through the DHT: a peer with no known address is looked up by id.
+struct KadRouting(Kademlia);
+
+impl p2pnet_host::PeerRouting for KadRouting {
+    fn find_addrs(&self, peer: PeerId) -> futures::future::BoxFuture<'static, Vec<Multiaddr>> {
+        let kad = self.0.clone();
+        Box::pin(async move {
+            match kad.find_peer(peer).await {
+                Ok(found) => found.addrs,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "peer not found in the DHT");
+                    Vec::new()
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,23 +759,5 @@ mod tests {
         let err = svc.add_peer("/ip4/192.0.2.1/tcp/4001").unwrap_err();
         assert!(err.to_string().contains("/p2p/"), "{err}");
         svc.stop().await;
-    }
-}
-
-/// The host's peer routing through the DHT: a peer with no known address is looked up by id.
-struct KadRouting(Kademlia);
-
-impl p2pnet_host::PeerRouting for KadRouting {
-    fn find_addrs(&self, peer: PeerId) -> futures::future::BoxFuture<'static, Vec<Multiaddr>> {
-        let kad = self.0.clone();
-        Box::pin(async move {
-            match kad.find_peer(peer).await {
-                Ok(found) => found.addrs,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "peer not found in the DHT");
-                    Vec::new()
-                }
-            }
-        })
     }
 }
