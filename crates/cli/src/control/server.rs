@@ -465,6 +465,16 @@ async fn wait_for_session(svc: &NetService, peer: PeerId) -> Result<()> {
     Ok(())
 }
 
+/// What a put or a provide reports.
+fn put_json(key: &str, out: &p2pnet_kad::PutOutcome) -> Value {
+    json!({
+        "key": key,
+        "stored_at": out.stored_at.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "failed": out.failed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "hops": out.stats.hops,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,14 +492,4 @@ mod tests {
         bound.close();
         assert!(!path.exists());
     }
-}
-
-/// What a put or a provide reports.
-fn put_json(key: &str, out: &p2pnet_kad::PutOutcome) -> Value {
-    json!({
-        "key": key,
-        "stored_at": out.stored_at.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "failed": out.failed.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "hops": out.stats.hops,
-    })
 }
