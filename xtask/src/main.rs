@@ -24,8 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Format check, clippy, the whole test suite, doc tests, docs, netns and js interop (the last
-    /// two skip, saying why, where they cannot run), failing on the first failure.
+    /// Format check, clippy, the whole test suite, doc tests, docs, netns, the kad simulation
+    /// (`sim kad --quick`) and js interop (netns and js skip, saying why, where they cannot
+    /// run), failing on the first failure.
     Ci,
     /// Side-by-side benchmarks in release mode; writes `target/bench/report.json`.
     Bench {
@@ -225,6 +226,9 @@ fn ci() -> Result<()> {
         .env("RUSTDOCFLAGS", "-D warnings"),
         // The multi-host test runs where namespaces can be created and says why it skips where not.
         Step::new("netns", &["xtask", "netns"]),
+        // The kad simulation at CI size (200 nodes, release build); a missed goal is reported,
+        // only a harness error fails.
+        Step::new("sim kad --quick", &["xtask", "sim", "kad", "--quick"]),
         // Interop with js-libp2p where Node.js and the npm registry are there; says why it skips.
         Step::new("interop-js", &["xtask", "interop-js", "--if-available"]),
     ];
