@@ -51,9 +51,13 @@ mod driver;
 pub mod error;
 pub mod key;
 pub mod message;
+pub mod metrics;
 pub mod outcome;
 pub mod protocol;
 pub mod query;
+pub mod refresh;
+pub mod republish;
+pub mod route_cache;
 pub mod routing;
 mod rpc;
 pub mod store;
@@ -62,6 +66,7 @@ pub use config::{KadConfig, Mode};
 pub use driver::Kademlia;
 pub use error::KadError;
 pub use key::{Distance, Key};
+pub use metrics::{KadMetrics, QueryKind};
 pub use outcome::{
     ClosestPeers, FoundRecord, PeerFound, ProvidersFound, PutOutcome, QueryStats, RecordsFound,
     TableEntry,

@@ -185,7 +185,7 @@ impl Query {
             .into_iter()
             .map(|(p, a)| (target.distance(&Key::from_peer(&p)), p, a))
             .collect();
-        seeds.sort_by(|a, b| a.0.cmp(&b.0));
+        seeds.sort_by_key(|s| s.0);
         seeds.dedup_by(|a, b| a.0 == b.0);
         let mut path = 0;
         for (_, peer, addrs) in seeds {
