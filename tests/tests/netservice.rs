@@ -348,3 +348,87 @@ async fn stop_under_load_returns_quickly_and_leaves_no_task() {
     echo_task.abort();
     eventually("no task left", || runtime.num_alive_tasks() == baseline).await;
 }
+
+/// Discovery: c knows only b, b only a; c reaches a by its id alone (the DHT finds it through
+/// b), and a tunnel to `/p2p/<a>` works without an address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_third_node_finds_the_first_through_the_second_by_id_alone() {
+    let a = NetService::new(loopback_config()).unwrap();
+    a.start().await.unwrap();
+    let mut config = loopback_config();
+    config.bootstrap = vec![full_addr(&a)];
+    let b = NetService::new(config).unwrap();
+    b.start().await.unwrap();
+    let mut config = loopback_config();
+    config.bootstrap = vec![full_addr(&b)];
+    let c = NetService::new(config).unwrap();
+    c.start().await.unwrap();
+    assert!(
+        c.host().peer_store().addrs(&a.peer_id()).is_empty()
+            || !c.host().is_connected(&a.peer_id())
+    );
+
+    let found = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.discovery().unwrap().find_peer(a.peer_id()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(found.peer, a.peer_id());
+    assert!(
+        found.addrs.iter().any(|x| a.listen_addrs().contains(x)),
+        "{:?}",
+        found.addrs
+    );
+
+    // A tunnel to a's service by id alone.
+    let (echo, echo_task) = echo_server().await;
+    a.listen(ListenTunnel {
+        protocol: "/x/echo".into(),
+        target_addr: format!("/ip4/127.0.0.1/tcp/{}", echo.port()),
+        report_peer_id: false,
+        allow: vec![],
+    })
+    .unwrap();
+    let info = c
+        .forward(
+            "/x/echo",
+            "/ip4/127.0.0.1/tcp/0",
+            &format!("/p2p/{}", a.peer_id()),
+        )
+        .await
+        .unwrap();
+    let mut client = common::tcp::connect(&info.listen_addr).await;
+    client.write_all(b"found by id").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, b"found by id");
+    assert!(c.host().is_connected(&a.peer_id()));
+    for svc in [&c, &b, &a] {
+        svc.stop().await;
+    }
+    echo_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_discovery_off_there_is_no_dht_and_ids_alone_are_not_found() {
+    let a = NetService::new(loopback_config()).unwrap();
+    a.start().await.unwrap();
+    let mut config = loopback_config();
+    config.discovery.enabled = false;
+    let b = NetService::new(config).unwrap();
+    b.start().await.unwrap();
+    assert!(matches!(
+        b.discovery(),
+        Err(p2pnet_netservice::NetError::DiscoveryDisabled)
+    ));
+    assert!(!b.host().protocols().iter().any(|p| p.contains("/kad/")));
+    assert!(b.host().connect(a.peer_id()).await.is_err());
+    b.stop().await;
+    a.stop().await;
+}

@@ -70,7 +70,13 @@ impl HostInner {
                 if self.connection_to(&peer).is_some() {
                     return Ok(peer);
                 }
-                self.dial_peer(peer, vec![tcp]).await.map(|h| h.peer)
+                // `/p2p/<id>` alone: the peer store's addresses, or the peer routing's.
+                let addrs = if tcp.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![tcp]
+                };
+                self.dial_peer(peer, addrs).await.map(|h| h.peer)
             }
             None => self
                 .until_shut_down(self.dial_addr(tcp, None))
@@ -191,7 +197,57 @@ impl HostInner {
                 addrs.push(known);
             }
         }
-        self.dial_list(peer, addrs, tried).await
+        let result = if addrs.iter().all(|a| tried.contains(a)) {
+            Err(HostError::NoAddresses { peer })
+        } else {
+            self.dial_list(peer, addrs, tried).await
+        };
+        match result {
+            Err(
+                HostError::NoAddresses { .. }
+                | HostError::DialFailed { .. }
+                | HostError::Timeout { .. },
+            ) => {}
+            other => return other,
+        }
+        // None known, or none answered: ask the peer routing (a peer may have moved).
+        let found: Vec<Multiaddr> = self
+            .route(peer)
+            .await
+            .into_iter()
+            .filter(|a| !tried.contains(a))
+            .collect();
+        if found.is_empty() {
+            return result;
+        }
+        self.dial_list(peer, found, tried).await
+    }
+
+    /// Asks the plugged-in [`crate::PeerRouting`] (if any) for `peer`'s addresses, within the
+    /// dial timeout and at most [`MAX_ROUTING_LOOKUPS`] at once (a lookup may dial peers whose
+    /// addresses must be looked up in turn); what it finds goes to the peer store.
+    async fn route(&self, peer: PeerId) -> Vec<Multiaddr> {
+        let Some(routing) = self.peer_routing.lock().clone() else {
+            return Vec::new();
+        };
+        let lookups = &self.routing_lookups;
+        if lookups.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= MAX_ROUTING_LOOKUPS {
+            lookups.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            tracing::debug!(%peer, "peer routing skipped: too many lookups in flight");
+            return Vec::new();
+        }
+        let found = tokio::time::timeout(self.config.dial_timeout, routing.find_addrs(peer)).await;
+        lookups.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let found: Vec<Multiaddr> = match found {
+            Ok(found) => found.into_iter().map(|a| addr::without_p2p(&a).0).collect(),
+            Err(_) => Vec::new(),
+        };
+        tracing::debug!(%peer, addrs = ?found, "peer routing answered");
+        if !found.is_empty() {
+            self.peer_store
+                .add_addrs(peer, found.iter().cloned(), RECENT_ADDR_TTL);
+        }
+        found
     }
 
     /// Dials `addrs` (skipping those in `tried`, and adding the others to it) until one
@@ -389,6 +445,9 @@ impl HostInner {
         }
     }
 }
+
+/// Peer-routing lookups the host runs at once (nested ones included).
+pub(crate) const MAX_ROUTING_LOOKUPS: usize = 16;
 
 /// How long the best-ranked dial runs alone before the next address is tried beside it (go-libp2p
 /// gives TCP the same delay behind QUIC).

@@ -102,6 +102,8 @@ pub(crate) struct HostInner {
     pub(crate) observed_addrs: Mutex<Vec<Multiaddr>>,
     pub(crate) warn_limiter: crate::log::RateLimiter,
     pub(crate) pending_incoming: std::sync::atomic::AtomicUsize,
+    pub(crate) peer_routing: Mutex<Option<Arc<dyn crate::PeerRouting>>>,
+    pub(crate) routing_lookups: std::sync::atomic::AtomicUsize,
 }
 
 impl Host {
@@ -140,6 +142,8 @@ impl Host {
             observed_addrs: Mutex::default(),
             warn_limiter: Default::default(),
             pending_incoming: Default::default(),
+            peer_routing: Mutex::default(),
+            routing_lookups: Default::default(),
         });
         let host = Host { inner };
         // The built-in handlers have no registration: they serve for the host's lifetime.
@@ -292,6 +296,13 @@ impl Host {
             })?
     }
 
+    /// Plugs in (or, with `None`, removes) the [`crate::PeerRouting`] the host asks for a peer's
+    /// addresses when it has none: `connect`, `new_stream` and a dial to `/p2p/<id>` then work
+    /// with the id alone. The host lets go of it at [`Host::shutdown`].
+    pub fn set_peer_routing(&self, routing: Option<Arc<dyn crate::PeerRouting>>) {
+        *self.inner.peer_routing.lock() = routing;
+    }
+
     /// Makes sure we are connected to `peer`, dialing its known addresses if needed.
     pub async fn connect(&self, peer: PeerId) -> Result<(), HostError> {
         self.inner.connect(peer).await.map(drop)
@@ -300,9 +311,11 @@ impl Host {
     /// Dials `addr`. With a `/p2p/<id>` suffix the peer that answers must be that peer, an
     /// existing connection to it is reused and concurrent dials to it are coalesced.
     ///
-    /// `addr` is `/ip4|ip6/<ip>/tcp/<port>`, or `/dns|dns4|dns6/<name>/tcp/<port>`: the name is
-    /// resolved by the system resolver (within the dial timeout) and its addresses of that family
-    /// are tried in order. `/dnsaddr` (TXT records) is not resolved.
+    /// `addr` is `/ip4|ip6/<ip>/tcp/<port>`, `/ip4|ip6/<ip>/udp/<port>/quic-v1`, or the same
+    /// with `/dns|dns4|dns6/<name>`: the name is resolved by the system resolver (within the dial
+    /// timeout) and its addresses of that family are tried in order. `/dnsaddr` (TXT records) is
+    /// not resolved. `/p2p/<id>` alone dials the peer's known addresses, or those its
+    /// [`crate::PeerRouting`] finds.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, HostError> {
         self.inner.dial(addr).await
     }
@@ -437,6 +450,8 @@ impl Host {
         // Handlers may hold host handles: dropping them breaks the reference cycle. They are
         // dropped after the table's lock is released, since they may own registrations.
         drop(self.inner.handlers.take_all());
+        let routing = self.inner.peer_routing.lock().take();
+        drop(routing);
         self.inner.listeners.lock().clear();
     }
 }

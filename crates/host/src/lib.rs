@@ -74,6 +74,14 @@ pub use peer_store::{PERMANENT_ADDR_TTL, PeerStore, RECENT_ADDR_TTL};
 pub use protocol_name::{MAX_PROTOCOL_LEN, validate_protocol};
 pub use stream::{InboundStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, Stream, WriteHalf};
 
+/// Finds addresses of peers the host has none for (a DHT, a directory service, …), plugged in
+/// with [`Host::set_peer_routing`].
+pub trait PeerRouting: Send + Sync + 'static {
+    /// `peer`'s addresses, or none. Called at most once per dial that found no address; the host
+    /// bounds it by its dial timeout.
+    fn find_addrs(&self, peer: PeerId) -> futures::future::BoxFuture<'static, Vec<Multiaddr>>;
+}
+
 /// Protocol names of the built-in protocols.
 pub mod protocol_names {
     /// `/ipfs/ping/1.0.0`.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use p2pnet_host::{HostConfig, HostError, Multiaddr, PeerId, with_p2p, without_p2p};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A TCP listener on loopback that accepts connections and never says a word (a handshake to
 /// it hangs); its address, and a channel that gets a message at each accepted connection.
@@ -175,5 +176,62 @@ async fn dials_racing_a_shutdown_never_wait_forever() {
     }
     assert_eq!(connected + shut_down, 40 * 6);
     assert!(shut_down > 0, "no dial raced the shutdown");
+    server.shutdown().await;
+}
+
+/// A routing that knows one peer's address (and counts how often it was asked).
+struct OneAddress {
+    peer: p2pnet_host::PeerId,
+    addr: Multiaddr,
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl p2pnet_host::PeerRouting for OneAddress {
+    fn find_addrs(
+        &self,
+        peer: p2pnet_host::PeerId,
+    ) -> futures::future::BoxFuture<'static, Vec<Multiaddr>> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let found = if peer == self.peer {
+            vec![self.addr.clone()]
+        } else {
+            Vec::new()
+        };
+        Box::pin(async move { found })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_no_known_address_is_found_through_the_peer_routing() {
+    let (server, addr) = common::listening(HostConfig::default()).await;
+    let _echo = common::serve_echo(&server, "/echo/1.0.0");
+    let client = common::host(HostConfig::default());
+    let peer = server.peer_id();
+    // Without a routing: no address, a typed error.
+    assert!(matches!(
+        client.connect(peer).await,
+        Err(p2pnet_host::HostError::NoAddresses { .. })
+    ));
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    client.set_peer_routing(Some(std::sync::Arc::new(OneAddress {
+        peer,
+        addr: p2pnet_host::without_p2p(&addr).0,
+        asked: asked.clone(),
+    })));
+    // `/p2p/<id>` alone, then a stream by id: found once, then known.
+    let only_id: Multiaddr = format!("/p2p/{peer}").parse().unwrap();
+    assert_eq!(client.dial(only_id).await.unwrap(), peer);
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let mut s = client.new_stream(peer, ["/echo/1.0.0"]).await.unwrap();
+    s.write_all(b"by id").await.unwrap();
+    s.read_exact(&mut [0u8; 5]).await.unwrap();
+    // An unknown peer: the routing is asked, finds nothing, the error stays typed.
+    let stranger = p2pnet_host::generate_keypair().public().to_peer_id();
+    assert!(matches!(
+        client.connect(stranger).await,
+        Err(p2pnet_host::HostError::NoAddresses { .. })
+    ));
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+    client.shutdown().await;
     server.shutdown().await;
 }

@@ -69,6 +69,87 @@ pub struct NetConfig {
     pub forward: Vec<ForwardTunnel>,
     /// Tunnels `listen`ed at start: protocol → local target.
     pub listen: Vec<ListenTunnel>,
+    /// Discovery: the Kademlia DHT (peer routing by id, records, providers).
+    pub discovery: DiscoverySection,
+}
+
+/// `[discovery]`: the Kademlia DHT (`p2pnet-kad`) that finds peers by id and keeps the routing
+/// table the peer keeper fills connections from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// Whether the node runs the DHT. Default true.
+    pub enabled: bool,
+    /// The protocol. Default `/ipfs/kad/1.0.0` (the public DHT's); a private network uses its
+    /// own, e.g. `/p2pnet/<network>/kad/1.0.0`, and never mixes with the public one.
+    pub protocol: String,
+    /// `server` (answers queries, is put in others' tables) or `client` (only asks).
+    /// Default `server`.
+    pub mode: String,
+    /// Peers per bucket (k). Default 20.
+    pub bucket_size: usize,
+    /// Requests in flight per lookup (α). Default 3.
+    pub alpha: usize,
+    /// Time one request may take, milliseconds. Default 10,000.
+    pub request_timeout_ms: u64,
+    /// Time a whole lookup may take, milliseconds. Default 60,000.
+    pub query_timeout_ms: u64,
+    /// Most peers of one IPv4 /24 (IPv6 /48) in a bucket. Default 2.
+    pub max_peers_per_bucket_group: usize,
+    /// Most peers of one IPv4 /16 (IPv6 /32) in the table. Default 10.
+    pub max_peers_per_table_group: usize,
+    /// Records kept for others. Default 1,024.
+    pub max_records: usize,
+    /// Largest record value, bytes. Default 65,536.
+    pub max_value_size: usize,
+    /// Providers kept per key. Default 20.
+    pub max_providers_per_key: usize,
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        let k = p2pnet_kad::KadConfig::default();
+        Self {
+            enabled: true,
+            protocol: k.protocol.clone(),
+            mode: "server".into(),
+            bucket_size: k.routing.k,
+            alpha: k.query.alpha,
+            request_timeout_ms: k.query.request_timeout.as_millis() as u64,
+            query_timeout_ms: k.query.timeout.as_millis() as u64,
+            max_peers_per_bucket_group: k.routing.max_per_bucket_group,
+            max_peers_per_table_group: k.routing.max_per_table_group,
+            max_records: k.store.max_records,
+            max_value_size: k.store.max_value_size,
+            max_providers_per_key: k.store.max_providers_per_key,
+        }
+    }
+}
+
+impl DiscoverySection {
+    /// The Kademlia configuration this describes.
+    pub fn kad_config(&self) -> p2pnet_kad::KadConfig {
+        let mut k = p2pnet_kad::KadConfig {
+            protocol: self.protocol.clone(),
+            mode: if self.mode == "client" {
+                p2pnet_kad::Mode::Client
+            } else {
+                p2pnet_kad::Mode::Server
+            },
+            ..p2pnet_kad::KadConfig::default()
+        };
+        k.routing.k = self.bucket_size;
+        k.routing.max_per_bucket_group = self.max_peers_per_bucket_group;
+        k.routing.max_per_table_group = self.max_peers_per_table_group;
+        k.query.k = self.bucket_size;
+        k.query.alpha = self.alpha;
+        k.query.request_timeout = ms(self.request_timeout_ms);
+        k.query.timeout = ms(self.query_timeout_ms);
+        k.store.max_records = self.max_records;
+        k.store.max_value_size = self.max_value_size;
+        k.store.max_providers_per_key = self.max_providers_per_key;
+        k
+    }
 }
 
 /// `[host]`: listen addresses, limits and timeouts of the libp2p host.
@@ -313,6 +394,41 @@ impl NetConfig {
                     "a QUIC address, but host.quic.enabled is false",
                 ));
             }
+        }
+        let d = &self.discovery;
+        if !matches!(d.mode.as_str(), "server" | "client") {
+            return Err(invalid(
+                "discovery.mode",
+                &d.mode,
+                "expected server or client",
+            ));
+        }
+        if let Err(e) = p2pnet_host::validate_protocol(&d.protocol) {
+            return Err(invalid("discovery.protocol", &d.protocol, e));
+        }
+        for (field, v) in [
+            ("discovery.bucket_size", d.bucket_size),
+            ("discovery.alpha", d.alpha),
+            (
+                "discovery.max_peers_per_bucket_group",
+                d.max_peers_per_bucket_group,
+            ),
+            (
+                "discovery.max_peers_per_table_group",
+                d.max_peers_per_table_group,
+            ),
+            ("discovery.max_value_size", d.max_value_size),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, v.to_string(), "must be above 0"));
+            }
+        }
+        if d.request_timeout_ms == 0 || d.query_timeout_ms < d.request_timeout_ms {
+            return Err(invalid(
+                "discovery.query_timeout_ms",
+                d.query_timeout_ms.to_string(),
+                "must be at least discovery.request_timeout_ms (above 0)",
+            ));
         }
         let q = &self.host.quic;
         if q.idle_timeout_ms == 0 || q.keep_alive_ms == 0 || q.keep_alive_ms >= q.idle_timeout_ms {

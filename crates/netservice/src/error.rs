@@ -48,6 +48,12 @@ pub enum NetError {
     /// From forwarding.
     #[error(transparent)]
     Forward(#[from] p2pnet_forward::ForwardError),
+    /// From discovery (Kademlia).
+    #[error(transparent)]
+    Discovery(#[from] p2pnet_kad::KadError),
+    /// Discovery is switched off in the configuration (`[discovery] enabled = false`).
+    #[error("discovery is disabled ([discovery] enabled = false)")]
+    DiscoveryDisabled,
     /// Serving metrics failed (address in use…).
     #[error("metrics endpoint on {addr}: {reason}")]
     Metrics {

@@ -43,7 +43,8 @@ mod peers;
 mod service;
 
 pub use config::{
-    ForwardTunnel, HostSection, ListenTunnel, NetConfig, PeersSection, QuicSection, parse_peer,
+    DiscoverySection, ForwardTunnel, HostSection, ListenTunnel, NetConfig, PeersSection,
+    QuicSection, parse_peer,
 };
 pub use error::NetError;
 pub use message::NetMessage;

@@ -31,6 +31,7 @@ pub(crate) fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
 /// Runs until `stop` is cancelled.
 pub(crate) async fn keep_peers(
     host: Host,
+    kad: Option<p2pnet_kad::Kademlia>,
     bootstrap: Vec<(PeerId, Multiaddr)>,
     config: PeersSection,
     stop: CancellationToken,
@@ -99,6 +100,29 @@ pub(crate) async fn keep_peers(
                     }
                 }
             }
+            // Still short: fill from the DHT's routing table.
+            let short = config
+                .low_watermark
+                .saturating_sub(host.connected_peers().len());
+            if short > 0
+                && let Some(kad) = &kad
+                && let Ok(table) = kad.routing_table().await
+            {
+                for peer in fill_candidates(table, &host, short) {
+                    let result = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = host.connect(peer) => r,
+                    };
+                    match result {
+                        Ok(()) => {
+                            tracing::debug!(%peer, "connected to a peer of the routing table")
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "routing table peer unreachable")
+                        }
+                    }
+                }
+            }
         } else if connected.len() > config.high_watermark {
             let surplus = connected.len() - config.high_watermark;
             let trimmable = connected
@@ -111,6 +135,44 @@ pub(crate) async fn keep_peers(
             }
         }
     }
+}
+
+/// Up to `want` routing-table peers we are not connected to, taken one bucket at a time (the
+/// farthest buckets first, then round after round), so the connections spread over the key
+/// space instead of clustering in one bucket.
+pub(crate) fn fill_candidates(
+    table: Vec<p2pnet_kad::TableEntry>,
+    host: &Host,
+    want: usize,
+) -> Vec<PeerId> {
+    let mut by_bucket: std::collections::BTreeMap<std::cmp::Reverse<usize>, Vec<PeerId>> =
+        std::collections::BTreeMap::new();
+    for e in table {
+        if !host.is_connected(&e.peer) && e.peer != host.peer_id() {
+            by_bucket
+                .entry(std::cmp::Reverse(e.bucket))
+                .or_default()
+                .push(e.peer);
+        }
+    }
+    let mut out = Vec::new();
+    let mut round = 0;
+    while out.len() < want {
+        let before = out.len();
+        for peers in by_bucket.values() {
+            if let Some(p) = peers.get(round) {
+                out.push(*p);
+                if out.len() == want {
+                    break;
+                }
+            }
+        }
+        if out.len() == before {
+            break;
+        }
+        round += 1;
+    }
+    out
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use p2pnet_forward::{
     ExistingStreams, Forwarder, ListenOptions, ListenerFilter, ListenerInfo, StreamId, StreamInfo,
 };
 use p2pnet_host::{Host, HostEvent, HostMetrics, Multiaddr, PERMANENT_ADDR_TTL, PeerId};
+use p2pnet_kad::Kademlia;
 use p2pnet_messaging::{
     MessageKind, MessagingMetrics, Messenger, Priority, SendReport, SessionEvent,
 };
@@ -64,6 +65,7 @@ enum Phase {
 enum Stage {
     Dispatcher,
     Messaging,
+    Discovery,
     Listeners,
     Metrics,
     Tunnels,
@@ -83,6 +85,7 @@ struct Inner {
     tasks: TaskTracker,
     stop: CancellationToken,
     metrics_server: Mutex<Option<MetricsServer>>,
+    kad: Mutex<Option<Kademlia>>,
     runtime_forward: Mutex<Vec<ForwardTunnel>>,
     runtime_listen: Mutex<Vec<ListenTunnel>>,
     events: broadcast::Sender<NetEvent>,
@@ -91,8 +94,9 @@ struct Inner {
 /// A p2pnet node: a libp2p host, a message dispatcher, message sessions and TCP forwarding,
 /// configured by one [`NetConfig`] and started and stopped in a fixed order.
 ///
-/// Start: dispatcher → messaging (its stream handler) → listeners → metrics endpoint → tunnels
-/// from the configuration → bootstrap and peer keeping. If a step fails, the steps already done
+/// Start: dispatcher → messaging (its stream handler) → discovery (the Kademlia DHT, plugged
+/// into the host as its peer routing) → listeners → metrics endpoint → tunnels from the
+/// configuration → bootstrap (dials, then a DHT lookup of our own id) and peer keeping. If a step fails, the steps already done
 /// are undone in reverse order and the error is returned. Stop is the reverse; it joins every
 /// task and is idempotent. A stopped service cannot be started again.
 #[derive(Clone)]
@@ -158,6 +162,7 @@ impl NetService {
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 metrics_server: Mutex::new(None),
+                kad: Mutex::new(None),
                 runtime_forward: Mutex::default(),
                 runtime_listen: Mutex::default(),
                 events,
@@ -197,6 +202,16 @@ impl NetService {
         inner.messenger.start()?;
         done.push(Stage::Messaging);
         self.spawn_event_pump();
+
+        if inner.config.discovery.enabled {
+            // Before any connection: identify then tells every peer we serve the DHT.
+            let kad = Kademlia::new(inner.host.clone(), inner.config.discovery.kad_config())?;
+            inner
+                .host
+                .set_peer_routing(Some(Arc::new(KadRouting(kad.clone()))));
+            *inner.kad.lock() = Some(kad);
+            done.push(Stage::Discovery);
+        }
 
         done.push(Stage::Listeners);
         for (i, a) in inner.config.host.listen_addrs.iter().enumerate() {
@@ -242,8 +257,29 @@ impl NetService {
                 }
             }
         }
+        let kad = inner.kad.lock().clone();
+        if let Some(kad) = kad.clone() {
+            // Bootstrap peers are taken for DHT servers; then a lookup of our own id fills the
+            // table around us (in the background: an empty network is not a start failure).
+            for (peer, addr) in &bootstrap {
+                if let Err(e) = kad.add_peer(*peer, vec![addr.clone()]).await {
+                    tracing::debug!(%peer, error = %e, "bootstrap peer not added to the routing table");
+                }
+            }
+            let stop = inner.stop.clone();
+            inner.tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    r = kad.bootstrap() => match r {
+                        Ok(found) => tracing::info!(peers = found.peers.len(), hops = found.stats.hops, "discovery bootstrapped"),
+                        Err(e) => tracing::info!(error = %e, "discovery bootstrap found no peer yet"),
+                    },
+                }
+            });
+        }
         let keeper = peers::keep_peers(
             inner.host.clone(),
+            kad,
             bootstrap,
             inner.config.peers.clone(),
             inner.stop.clone(),
@@ -298,6 +334,13 @@ impl NetService {
                         inner.host.close_listener(&addr);
                     }
                 }
+                Stage::Discovery => {
+                    inner.host.set_peer_routing(None);
+                    let kad = inner.kad.lock().take();
+                    if let Some(kad) = kad {
+                        kad.shutdown().await;
+                    }
+                }
                 Stage::Messaging => {
                     // Stop the event pump if peer keeping never started.
                     inner.stop.cancel();
@@ -311,6 +354,11 @@ impl NetService {
             }
         }
         // Whatever was never started is released too.
+        inner.host.set_peer_routing(None);
+        let kad = inner.kad.lock().take();
+        if let Some(kad) = kad {
+            kad.shutdown().await;
+        }
         inner.forwarder.shutdown().await;
         inner.host.shutdown().await;
         inner.dispatcher.stop();
@@ -326,6 +374,7 @@ impl NetService {
         let all = [
             Stage::Dispatcher,
             Stage::Messaging,
+            Stage::Discovery,
             Stage::Listeners,
             Stage::Metrics,
             Stage::Tunnels,
@@ -370,6 +419,16 @@ impl NetService {
     /// The addresses this node listens on.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.inner.host.listen_addrs()
+    }
+
+    /// The Kademlia DHT, while the service runs with discovery enabled.
+    pub fn kad(&self) -> Option<Kademlia> {
+        self.inner.kad.lock().clone()
+    }
+
+    /// The Kademlia DHT, or [`NetError::DiscoveryDisabled`].
+    pub fn discovery(&self) -> Result<Kademlia, NetError> {
+        self.kad().ok_or(NetError::DiscoveryDisabled)
     }
 
     /// The address the metrics endpoint is bound to, when it runs.
@@ -627,6 +686,24 @@ impl NetService {
         };
         std::fs::write(&tmp, config.to_toml()).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
+    }
+}
+
+/// The host's peer routing through the DHT: a peer with no known address is looked up by id.
+struct KadRouting(Kademlia);
+
+impl p2pnet_host::PeerRouting for KadRouting {
+    fn find_addrs(&self, peer: PeerId) -> futures::future::BoxFuture<'static, Vec<Multiaddr>> {
+        let kad = self.0.clone();
+        Box::pin(async move {
+            match kad.find_peer(peer).await {
+                Ok(found) => found.addrs,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "peer not found in the DHT");
+                    Vec::new()
+                }
+            }
+        })
     }
 }
 
