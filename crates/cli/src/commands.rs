@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use crate::control::client::Client;
 use crate::control::protocol::Request;
-use crate::output::{self, LISTENER_COLUMNS, PEER_COLUMNS, STREAM_COLUMNS, field};
+use crate::output::{
+    self, DHT_TABLE_COLUMNS, LISTENER_COLUMNS, PEER_COLUMNS, STREAM_COLUMNS, field,
+};
 
 /// Commands sent to a running daemon. PEER is a peer id or a multiaddr ending in `/p2p/<id>`.
 #[derive(Subcommand)]
@@ -83,6 +85,27 @@ pub(crate) enum ClientCommand {
     Subscribe { kind: String },
     /// Every component's metrics (Prometheus text format).
     Metrics,
+    /// The Kademlia DHT. KEY is UTF-8 text whose bytes are the record key, so any libp2p tool
+    /// addresses the same record.
+    #[command(subcommand)]
+    Dht(DhtCommand),
+}
+
+/// `p2pnet dht …`.
+#[derive(Subcommand)]
+pub(crate) enum DhtCommand {
+    /// Find PEER's addresses (peer id) through the DHT.
+    FindPeer { peer: String },
+    /// Get the value stored under KEY.
+    Get { key: String },
+    /// Store VALUE under KEY at the peers closest to it.
+    Put { key: String, value: String },
+    /// Announce this node as a provider of KEY.
+    Provide { key: String },
+    /// Find the providers of KEY.
+    Providers { key: String },
+    /// The routing table.
+    Table,
 }
 
 impl ClientCommand {
@@ -135,6 +158,14 @@ impl ClientCommand {
             Self::Broadcast { kind, data } => Request::Broadcast { kind, data },
             Self::Subscribe { kind } => Request::Subscribe { kind },
             Self::Metrics => Request::Metrics,
+            Self::Dht(d) => match d {
+                DhtCommand::FindPeer { peer } => Request::DhtFindPeer { peer },
+                DhtCommand::Get { key } => Request::DhtGet { key },
+                DhtCommand::Put { key, value } => Request::DhtPut { key, value },
+                DhtCommand::Provide { key } => Request::DhtProvide { key },
+                DhtCommand::Providers { key } => Request::DhtProviders { key },
+                DhtCommand::Table => Request::DhtTable,
+            },
         }
     }
 }
@@ -236,6 +267,46 @@ fn human(request: &Request, r: &Value) -> String {
         }
         Request::Metrics => field(r, "text"),
         Request::Subscribe { .. } => String::new(),
+        Request::DhtFindPeer { .. } => {
+            let mut out = format!(
+                "found {} in {} hop(s)\n",
+                field(r, "peer_id"),
+                field(r, "hops")
+            );
+            for a in r["addrs"].as_array().into_iter().flatten() {
+                out.push_str(&format!("address: {}\n", a.as_str().unwrap_or_default()));
+            }
+            out
+        }
+        Request::DhtGet { .. } => {
+            let mut out = String::new();
+            for rec in r["records"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{} (from {})\n",
+                    field(rec, "value"),
+                    field(rec, "peer_id")
+                ));
+            }
+            out
+        }
+        Request::DhtPut { .. } | Request::DhtProvide { .. } => format!(
+            "stored at {} peer(s), {} failed\n",
+            r["stored_at"].as_array().map_or(0, Vec::len),
+            r["failed"].as_array().map_or(0, Vec::len)
+        ),
+        Request::DhtProviders { .. } => {
+            let list = r["providers"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                return "no providers\n".into();
+            }
+            let mut out = String::new();
+            for p in list {
+                out.push_str(&format!("{}\n", field(&p, "peer_id")));
+            }
+            out
+        }
+        Request::DhtTable if empty(r) => "the routing table is empty\n".into(),
+        Request::DhtTable => output::object_table(r, DHT_TABLE_COLUMNS),
     }
 }
 

@@ -79,6 +79,12 @@ pub(crate) const PEER_COLUMNS: &[(&str, &str)] = &[
     ("SESSION", "session"),
 ];
 
+pub(crate) const DHT_TABLE_COLUMNS: &[(&str, &str)] = &[
+    ("BUCKET", "bucket"),
+    ("PEER", "peer_id"),
+    ("ADDRESSES", "addrs"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

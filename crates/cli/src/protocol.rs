@@ -154,6 +154,35 @@ pub enum Request {
     },
     /// Prometheus text.
     Metrics,
+    /// Find a peer's addresses through the DHT.
+    DhtFindPeer {
+        /// The peer id.
+        peer: String,
+    },
+    /// Get the value of a DHT record.
+    DhtGet {
+        /// The key, as UTF-8 text (its bytes are the record key).
+        key: String,
+    },
+    /// Put a DHT record.
+    DhtPut {
+        /// The key, as UTF-8 text.
+        key: String,
+        /// The value, as UTF-8 text.
+        value: String,
+    },
+    /// Announce this node as a provider of a key.
+    DhtProvide {
+        /// The key, as UTF-8 text.
+        key: String,
+    },
+    /// Find the providers of a key.
+    DhtProviders {
+        /// The key, as UTF-8 text.
+        key: String,
+    },
+    /// The DHT's routing table.
+    DhtTable,
 }
 
 /// A response line.

@@ -461,3 +461,63 @@ fn another_user_is_refused_even_when_the_modes_are_loosened() {
     // The owner is still served.
     assert_eq!(daemon.json(&["id"])["peer_id"], json!(daemon.peer));
 }
+
+/// Three daemons: b knows a, c knows b. c finds a by id alone, records and provider records
+/// put on one are read on another, and `dht table` lists the peers.
+#[test]
+fn dht_commands_find_peers_and_records_across_daemons() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = Daemon::start(dirs[0].path());
+    let b = Daemon::start(dirs[1].path());
+    let c = Daemon::start(dirs[2].path());
+    b.ok(&["connect", &a.addr]);
+    c.ok(&["connect", &b.addr]);
+    // Identify tells each side the other serves the DHT; then c looks a up through b.
+    let found = eventually("c finds a through b", || {
+        let out = c.run(&["--json", "dht", "find-peer", &a.peer]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    });
+    assert_eq!(found["peer_id"], json!(a.peer));
+    assert!(
+        found["addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| a.addr.starts_with(x.as_str().unwrap())),
+        "{found}"
+    );
+    // c connects to a by id alone (the host asks the DHT).
+    assert_eq!(
+        c.json(&["connect", &format!("/p2p/{}", a.peer)])["peer_id"],
+        json!(a.peer)
+    );
+
+    let put = c.json(&["dht", "put", "greeting", "hello from c"]);
+    assert!(!put["stored_at"].as_array().unwrap().is_empty(), "{put}");
+    let got = a.json(&["dht", "get", "greeting"]);
+    assert_eq!(got["records"][0]["value"], json!("hello from c"), "{got}");
+    assert!(a.ok(&["dht", "get", "greeting"]).contains("hello from c"));
+
+    a.ok(&["dht", "provide", "blob"]);
+    let providers = c.json(&["dht", "providers", "blob"]);
+    assert_eq!(
+        providers["providers"][0]["peer_id"],
+        json!(a.peer),
+        "{providers}"
+    );
+
+    let table = b.json(&["dht", "table"]);
+    let peers: Vec<&str> = table
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["peer_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        peers.contains(&a.peer.as_str()) && peers.contains(&c.peer.as_str()),
+        "{table}"
+    );
+    assert!(b.ok(&["dht", "table"]).starts_with("BUCKET"));
+}

@@ -370,6 +370,64 @@ async fn handle(ctx: &Ctx, request: Request) -> Result<Value> {
         }
         Request::Subscribe { .. } => bail!("subscribe is served on its own connection"),
         Request::Metrics => json!({ "text": svc.prometheus_text() }),
+        Request::DhtFindPeer { peer } => {
+            let (peer, _) = p2pnet_netservice::parse_peer("peer", &peer)?;
+            let found = svc.discovery()?.find_peer(peer).await?;
+            json!({
+                "peer_id": found.peer.to_string(),
+                "addrs": found.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "hops": found.stats.hops,
+            })
+        }
+        Request::DhtGet { key } => {
+            let found = svc.discovery()?.get_record(key.as_bytes(), 1).await?;
+            json!({
+                "key": key,
+                "records": found.records.iter().map(|r| json!({
+                    "peer_id": r.peer.to_string(),
+                    "value": String::from_utf8_lossy(&r.value),
+                })).collect::<Vec<_>>(),
+                "hops": found.stats.hops,
+            })
+        }
+        Request::DhtPut { key, value } => {
+            let out = svc
+                .discovery()?
+                .put_record(key.as_bytes(), value.into_bytes())
+                .await?;
+            put_json(&key, &out)
+        }
+        Request::DhtProvide { key } => {
+            let out = svc.discovery()?.provide(key.as_bytes()).await?;
+            put_json(&key, &out)
+        }
+        Request::DhtProviders { key } => {
+            let found = svc.discovery()?.providers(key.as_bytes()).await?;
+            json!({
+                "key": key,
+                "providers": found.providers.iter().map(|(p, addrs)| json!({
+                    "peer_id": p.to_string(),
+                    "addrs": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "hops": found.stats.hops,
+            })
+        }
+        Request::DhtTable => {
+            let mut table = svc.discovery()?.routing_table().await?;
+            table.sort_by_key(|e| (std::cmp::Reverse(e.bucket), e.peer.to_string()));
+            Value::Array(
+                table
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "bucket": e.bucket,
+                            "peer_id": e.peer.to_string(),
+                            "addrs": e.addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+                        })
+                    })
+                    .collect(),
+            )
+        }
     })
 }
 
@@ -405,6 +463,16 @@ async fn wait_for_session(svc: &NetService, peer: PeerId) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// What a put or a provide reports.
+fn put_json(key: &str, out: &p2pnet_kad::PutOutcome) -> Value {
+    json!({
+        "key": key,
+        "stored_at": out.stored_at.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "failed": out.failed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "hops": out.stats.hops,
+    })
 }
 
 #[cfg(test)]
