@@ -259,6 +259,9 @@ async fn prometheus_metrics_are_served_locally() {
         "p2pnet_messaging_sessions_open",
         "p2pnet_dispatcher_",
         "p2pnet_forward_streams",
+        "p2pnet_kad_routing_table_peers",
+        "p2pnet_kad_queries_started_total{kind=\"find_node\"}",
+        "p2pnet_kad_refusals_total{reason=\"rate\"}",
     ] {
         assert!(body.contains(name), "missing {name} in:\n{body}");
     }

@@ -104,6 +104,9 @@ fn load_config(data_dir: &Path, args: &DaemonArgs) -> Result<(NetConfig, bool)> 
     if config.identity_key.is_none() {
         config.identity_key = Some("identity.key".into());
     }
+    if config.discovery.route_cache.is_none() {
+        config.discovery.route_cache = Some("routes".into());
+    }
     let chosen = !args.listen.is_empty() || from_file;
     if !args.listen.is_empty() {
         config.host.listen_addrs = args.listen.iter().map(ToString::to_string).collect();

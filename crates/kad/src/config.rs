@@ -1,7 +1,10 @@
 //! The configuration of a [`crate::Kademlia`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use p2pnet_host::{AddrScope, Multiaddr, addr_scope};
 
 use crate::protocol::{DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PROTOCOL};
 use crate::query::QueryConfig;
@@ -16,6 +19,27 @@ pub enum Mode {
     Server,
     /// Only asks: the protocol is not registered, so no one puts this node in a table.
     Client,
+    /// Server once the node has a confirmed public address, client otherwise. Until a NAT
+    /// verdict is given ([`crate::Kademlia::set_public_address_confirmed`]), a listen address
+    /// of the host that is neither private nor loopback counts as one. Re-evaluated on the
+    /// driver's maintenance tick and at once when a verdict is given.
+    Auto,
+}
+
+impl Mode {
+    /// Whether a node in this mode serves the protocol, given the NAT verdict (`None`: none
+    /// yet) and the host's listen addresses.
+    pub fn serves(self, verdict: Option<bool>, listen_addrs: &[Multiaddr]) -> bool {
+        match self {
+            Mode::Server => true,
+            Mode::Client => false,
+            Mode::Auto => verdict.unwrap_or_else(|| {
+                listen_addrs
+                    .iter()
+                    .any(|a| addr_scope(a) == AddrScope::Public)
+            }),
+        }
+    }
 }
 
 /// Everything a [`crate::Kademlia`] can be configured with. Every field has a default.
@@ -24,7 +48,7 @@ pub struct KadConfig {
     /// The protocol name. Default `/ipfs/kad/1.0.0`; a private network uses its own (e.g.
     /// `/p2pnet/<network>/kad/1.0.0`) so that it never mixes with the public DHT.
     pub protocol: String,
-    /// Server or client. Default server.
+    /// Server, client or auto. Default server.
     pub mode: Mode,
     /// The routing table (k, replacement cache, diversity limits).
     pub routing: RoutingConfig,
@@ -48,6 +72,29 @@ pub struct KadConfig {
     /// that sent them reached us over another kind of network. Default false (as the host's
     /// `accept_private_learned_addrs`).
     pub accept_private_addrs: bool,
+    /// How long a bucket may go without a lookup in its range before it is refreshed (a lookup
+    /// of a random id in it), counted from the first [`crate::Kademlia::bootstrap`]. Default
+    /// 10 min; `Duration::ZERO` turns refreshing off.
+    pub refresh_interval: Duration,
+    /// How often records we put are put again (here and at the `k` closest peers), so that they
+    /// outlive [`StoreConfig::record_ttl`]. Default 22 h (below the 36 h lifetime);
+    /// `Duration::ZERO` turns it off.
+    pub record_republish_interval: Duration,
+    /// How often keys we provide are announced again. Default 22 h (the spec's; provider records
+    /// live 48 h); `Duration::ZERO` turns it off.
+    pub provider_republish_interval: Duration,
+    /// How often expired records and provider records are dropped. Default 60 s.
+    pub sweep_interval: Duration,
+    /// Where the routing table is saved (and loaded from at start), e.g. `<data-dir>/routes`.
+    /// Default none.
+    pub route_cache: Option<PathBuf>,
+    /// How often the route cache is written when the table changed (it is also written at
+    /// shutdown). Default 5 min.
+    pub route_cache_interval: Duration,
+    /// Most queries running at once (lookups, puts and announcements, ours and the node's own
+    /// refreshes). Calls over it wait, first come first served, for one to end; refreshes and
+    /// republications over it wait for the next tick. Default 32.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for KadConfig {
@@ -65,6 +112,13 @@ impl Default for KadConfig {
             inbound_request_burst: 200,
             inbound_idle_timeout: Duration::from_secs(10),
             accept_private_addrs: false,
+            refresh_interval: Duration::from_secs(600),
+            record_republish_interval: Duration::from_secs(22 * 3600),
+            provider_republish_interval: Duration::from_secs(22 * 3600),
+            sweep_interval: Duration::from_secs(60),
+            route_cache: None,
+            route_cache_interval: Duration::from_secs(300),
+            max_concurrent_queries: 32,
         }
     }
 }
@@ -89,6 +143,36 @@ impl std::fmt::Debug for KadConfig {
             .field("inbound_request_burst", &self.inbound_request_burst)
             .field("inbound_idle_timeout", &self.inbound_idle_timeout)
             .field("accept_private_addrs", &self.accept_private_addrs)
+            .field("refresh_interval", &self.refresh_interval)
+            .field("record_republish_interval", &self.record_republish_interval)
+            .field(
+                "provider_republish_interval",
+                &self.provider_republish_interval,
+            )
+            .field("sweep_interval", &self.sweep_interval)
+            .field("route_cache", &self.route_cache)
+            .field("route_cache_interval", &self.route_cache_interval)
+            .field("max_concurrent_queries", &self.max_concurrent_queries)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_serves_with_a_public_address_or_a_verdict() {
+        let lo: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        let lan: Multiaddr = "/ip4/192.168.1.2/tcp/1".parse().unwrap();
+        let public: Multiaddr = "/ip4/8.8.4.4/tcp/1".parse().unwrap();
+        assert!(!Mode::Auto.serves(None, &[]));
+        assert!(!Mode::Auto.serves(None, &[lo.clone(), lan.clone()]));
+        assert!(Mode::Auto.serves(None, &[lan.clone(), public.clone()]));
+        // A verdict overrides the listen addresses.
+        assert!(!Mode::Auto.serves(Some(false), std::slice::from_ref(&public)));
+        assert!(Mode::Auto.serves(Some(true), std::slice::from_ref(&lo)));
+        assert!(Mode::Server.serves(Some(false), &[]));
+        assert!(!Mode::Client.serves(Some(true), &[public]));
     }
 }

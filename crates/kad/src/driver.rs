@@ -1,42 +1,36 @@
 //! The driver: one task owns the routing table, the stores and the running queries; it learns
 //! peers from the host's identify events and from answers, serves inbound streams through
-//! per-stream tasks, and sends requests on tasks of their own. Everything it spawns is joined
-//! by [`Kademlia::shutdown`].
+//! per-stream tasks, and sends requests on tasks of their own. A maintenance tick of the same
+//! task refreshes buckets, republishes what we published, drops expired entries, saves the route
+//! cache and, in [`Mode::Auto`], switches between server and client. Everything it spawns is
+//! joined by [`Kademlia::shutdown`].
 
-use std::collections::{HashMap, HashSet};
+mod maintenance;
+mod serve;
+mod task;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-use p2pnet_host::{
-    Host, HostEvent, InboundStream, Multiaddr, PeerId, RECENT_ADDR_TTL, RateLimiter, StreamReceiver,
-};
-use parking_lot::Mutex;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use p2pnet_host::{Host, Multiaddr, PeerId};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::addrs::{RequestRate, keep_learned_addr};
+use crate::addrs::keep_learned_addr;
 use crate::config::{KadConfig, Mode};
 use crate::error::KadError;
-use crate::key::Key;
-use crate::message::{ConnectionType, KadPeer, KadRecord, Request, Response};
+use crate::message::{ConnectionType, KadPeer, KadRecord, MAX_ADDRS_PER_PEER, Request};
+use crate::metrics::{Counters, KadMetrics, QueryEnd, QueryKind};
 use crate::outcome::{
     ClosestPeers, FoundRecord, PeerFound, ProvidersFound, PutOutcome, QueryStats, RecordsFound,
     TableEntry,
 };
-use crate::query::{Action, Query, QueryResult};
-use crate::routing::{Insert, RoutingTable};
+use crate::query::QueryResult;
+use crate::routing::Insert;
 use crate::rpc;
-use crate::store::{ProviderStore, RecordStore};
 
-/// Commands waiting for the driver task.
-const COMMAND_CAPACITY: usize = 256;
-/// Answers and check results waiting for the driver task.
-const EVENT_CAPACITY: usize = 1024;
-/// Inbound kad streams waiting to be served.
-const INBOUND_CAPACITY: usize = 64;
-/// How often expired records are dropped.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+use task::Driver;
 
 /// What a lookup is for.
 #[derive(Debug, Clone)]
@@ -61,10 +55,15 @@ struct LookupOutcome {
 
 type Reply<T> = oneshot::Sender<Result<T, KadError>>;
 
+/// A query slot under [`KadConfig::max_concurrent_queries`], shared by the caller and the
+/// lookup it runs: freed when both are done.
+type Slot = Arc<OwnedSemaphorePermit>;
+
 enum Command {
     Lookup {
         key: Vec<u8>,
         kind: LookupKind,
+        slot: Slot,
         reply: Reply<LookupOutcome>,
     },
     AddPeer {
@@ -84,6 +83,11 @@ enum Command {
         key: Vec<u8>,
         reply: Reply<()>,
     },
+    Unpublish {
+        key: Vec<u8>,
+        record: bool,
+        reply: oneshot::Sender<bool>,
+    },
     Inbound {
         peer: PeerId,
         request: Request,
@@ -91,25 +95,35 @@ enum Command {
     },
 }
 
-enum Event {
-    Answer {
-        query: u64,
-        peer: PeerId,
-        result: Result<Response, KadError>,
-    },
-    Checked {
-        peer: PeerId,
-        alive: bool,
-    },
+use crate::message::Response;
+
+/// The NAT verdict as [`Kademlia::set_public_address_confirmed`] gave it.
+const VERDICT_NONE: u8 = 0;
+const VERDICT_PRIVATE: u8 = 1;
+const VERDICT_PUBLIC: u8 = 2;
+
+/// What the handles, the driver and the tasks it spawns share.
+#[derive(Clone)]
+struct Shared {
+    host: Host,
+    config: Arc<KadConfig>,
+    cancel: CancellationToken,
+    counters: Arc<Counters>,
+    slots: Arc<Semaphore>,
+    /// One of the `VERDICT_*` values.
+    verdict: Arc<AtomicU8>,
+    /// Whether the protocol is registered (server mode) right now.
+    server: Arc<AtomicBool>,
+    /// Wakes the driver to re-evaluate its mode.
+    wake: Arc<Notify>,
 }
 
-struct Running {
-    query: Query,
-    kind: LookupKind,
-    request: Request,
-    key: Vec<u8>,
-    reply: Option<Reply<LookupOutcome>>,
-    outcome: LookupOutcome,
+/// The operations of [`Kademlia`], on a command channel: the handles run them, and so do the
+/// driver's republishing tasks.
+#[derive(Clone)]
+struct Ops {
+    shared: Shared,
+    commands: mpsc::Sender<Command>,
 }
 
 /// A Kademlia DHT node on a [`Host`]: peer routing, records and provider records, wire-compatible
@@ -120,25 +134,24 @@ pub struct Kademlia {
 }
 
 struct Inner {
-    host: Host,
-    config: Arc<KadConfig>,
-    commands: mpsc::Sender<Command>,
-    cancel: CancellationToken,
+    ops: Ops,
     tasks: TaskTracker,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        self.ops.shared.cancel.cancel();
     }
 }
 
 impl std::fmt::Debug for Kademlia {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.inner.ops.shared;
         f.debug_struct("Kademlia")
-            .field("peer", &self.inner.host.peer_id())
-            .field("protocol", &self.inner.config.protocol)
-            .field("mode", &self.inner.config.mode)
+            .field("peer", &s.host.peer_id())
+            .field("protocol", &s.config.protocol)
+            .field("mode", &s.config.mode)
+            .field("server", &s.server.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -146,61 +159,44 @@ impl std::fmt::Debug for Kademlia {
 impl Kademlia {
     /// Starts Kademlia on `host`. In [`Mode::Server`] it registers the protocol (so identify
     /// announces it; fails with [`p2pnet_host::HostError::ProtocolTaken`] if something else
-    /// serves it); in [`Mode::Client`] it only asks. Peers already connected and identified as
-    /// servers are put in the routing table. Must be called within a tokio runtime.
+    /// serves it); in [`Mode::Client`] it only asks; in [`Mode::Auto`] it registers the
+    /// protocol once the node looks reachable (see [`Mode::Auto`]). Peers already connected and
+    /// identified as servers are put in the routing table, and so are the peers of the route
+    /// cache ([`KadConfig::route_cache`]) if there is one. Must be called within a tokio
+    /// runtime.
     pub fn new(host: Host, config: KadConfig) -> Result<Kademlia, KadError> {
         p2pnet_host::validate_protocol(&config.protocol)?;
         let receiver = match config.mode {
-            Mode::Server => Some(host.accept_streams(config.protocol.clone(), INBOUND_CAPACITY)?),
-            Mode::Client => None,
+            Mode::Server => {
+                Some(host.accept_streams(config.protocol.clone(), task::INBOUND_CAPACITY)?)
+            }
+            Mode::Client | Mode::Auto => None,
         };
         let config = Arc::new(config);
-        let host_events = host.events();
-        let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
-        let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
-        let cancel = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let local = host.peer_id();
-        let mut driver = Driver {
-            table: RoutingTable::new(local, config.routing.clone()),
-            records: RecordStore::new(config.store.clone(), config.validator.clone()),
-            providers: ProviderStore::new(config.store.clone()),
-            rate: RequestRate::new(
-                config.inbound_requests_per_second,
-                config.inbound_request_burst,
-            ),
+        let (commands, command_rx) = mpsc::channel(task::COMMAND_CAPACITY);
+        let shared = Shared {
             host: host.clone(),
             config: config.clone(),
-            local,
-            queries: HashMap::new(),
-            next_query: 0,
-            event_tx,
-            commands: commands.downgrade(),
-            cancel: cancel.clone(),
-            tasks: tasks.clone(),
-            inbound_counts: Arc::default(),
-            checks: HashSet::new(),
-            warn: Arc::new(RateLimiter::default()),
+            cancel: CancellationToken::new(),
+            counters: Arc::default(),
+            slots: Arc::new(Semaphore::new(config.max_concurrent_queries.max(1))),
+            verdict: Arc::new(AtomicU8::new(VERDICT_NONE)),
+            server: Arc::new(AtomicBool::new(receiver.is_some())),
+            wake: Arc::new(Notify::new()),
         };
-        let now = Instant::now();
-        for peer in host.connected_peers() {
-            if host
-                .peer_store()
-                .protocols(&peer)
-                .contains(&config.protocol)
-            {
-                let addrs = host.peer_store().addrs(&peer);
-                driver.insert_peer(peer, addrs, now);
-            }
-        }
-        tasks.spawn(driver.run(command_rx, event_rx, host_events, receiver));
-        tracing::info!(peer = %local, protocol = %config.protocol, mode = ?config.mode, "kademlia started");
+        shared.counters.set_server(receiver.is_some());
+        let tasks = TaskTracker::new();
+        let driver = Driver::new(
+            shared.clone(),
+            commands.downgrade(),
+            tasks.clone(),
+            receiver,
+        );
+        tasks.spawn(driver.run(command_rx));
+        tracing::info!(peer = %host.peer_id(), protocol = %config.protocol, mode = ?config.mode, "kademlia started");
         Ok(Kademlia {
             inner: Arc::new(Inner {
-                host,
-                config,
-                commands,
-                cancel,
+                ops: Ops { shared, commands },
                 tasks,
             }),
         })
@@ -208,155 +204,357 @@ impl Kademlia {
 
     /// The host this node runs on.
     pub fn host(&self) -> &Host {
-        &self.inner.host
+        &self.inner.ops.shared.host
     }
 
     /// The configuration.
     pub fn config(&self) -> &KadConfig {
-        &self.inner.config
+        &self.inner.ops.shared.config
     }
 
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, KadError> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(make(tx))
-            .await
-            .map_err(|_| KadError::ShutDown)?;
-        rx.await.map_err(|_| KadError::ShutDown)
+    /// Whether the node serves the protocol right now (server mode, or [`Mode::Auto`] that
+    /// became one).
+    pub fn is_server(&self) -> bool {
+        self.inner.ops.shared.server.load(Ordering::Relaxed)
     }
 
-    async fn lookup(&self, key: Vec<u8>, kind: LookupKind) -> Result<LookupOutcome, KadError> {
-        self.ask(|reply| Command::Lookup { key, kind, reply })
-            .await?
+    /// Gives the NAT verdict for [`Mode::Auto`]: whether the node has a confirmed public
+    /// address. From now on it decides the mode instead of the listen addresses; the switch
+    /// happens at once (the protocol is registered or unregistered). No effect in the other
+    /// modes.
+    pub fn set_public_address_confirmed(&self, confirmed: bool) {
+        let s = &self.inner.ops.shared;
+        let v = if confirmed {
+            VERDICT_PUBLIC
+        } else {
+            VERDICT_PRIVATE
+        };
+        s.verdict.store(v, Ordering::Relaxed);
+        tracing::debug!(confirmed, "public address verdict");
+        s.wake.notify_one();
+    }
+
+    /// A snapshot of the node's counters and table sizes; cheap, does not wait for the driver.
+    pub fn metrics(&self) -> KadMetrics {
+        self.inner.ops.shared.counters.snapshot()
     }
 
     /// Adds a peer known to be a kad server (a bootstrap node) with its addresses, to the
     /// routing table and the host's peer store. Returns what the table did.
     pub async fn add_peer(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<Insert, KadError> {
-        self.ask(|reply| Command::AddPeer { peer, addrs, reply })
+        self.inner
+            .ops
+            .ask(|reply| Command::AddPeer { peer, addrs, reply })
             .await
     }
 
     /// Looks up our own id: fills the routing table with the peers around us and makes us
-    /// known to them. Needs at least one peer in the table (see [`Kademlia::add_peer`]) or a
-    /// connected peer that announced our protocol.
+    /// known to them. Needs at least one peer in the table (see [`Kademlia::add_peer`]), a
+    /// connected peer that announced our protocol, or a route cache. The first call also
+    /// starts the periodic bucket refresh ([`KadConfig::refresh_interval`]).
     pub async fn bootstrap(&self) -> Result<ClosestPeers, KadError> {
-        let local = self.inner.host.peer_id();
+        let local = self.host().peer_id();
         self.closest_peers(&local.to_bytes()).await
     }
 
     /// The peers closest to `key` (any bytes: a peer id's bytes for a peer), found by an
     /// iterative `FIND_NODE` lookup.
     pub async fn closest_peers(&self, key: &[u8]) -> Result<ClosestPeers, KadError> {
-        let o = self.lookup(key.to_vec(), LookupKind::Closest).await?;
-        Ok(ClosestPeers {
-            peers: o.result.closest.clone(),
-            stats: stats(o.result),
+        let ops = &self.inner.ops;
+        ops.tracked(QueryKind::FindNode, async {
+            let slot = ops.slot().await?;
+            let o = ops.lookup(key.to_vec(), LookupKind::Closest, slot).await?;
+            let end = end_of(!o.result.closest.is_empty(), o.result.timed_out);
+            let r = ClosestPeers {
+                peers: o.result.closest.clone(),
+                stats: stats(o.result),
+            };
+            Ok((r, end))
         })
+        .await
     }
 
     /// Finds `peer`'s addresses: at once if we are connected to it, otherwise by a lookup that
     /// ends as soon as some answer names it with addresses. The addresses go to the host's peer
     /// store, so `host.connect(peer)` works next.
     pub async fn find_peer(&self, peer: PeerId) -> Result<PeerFound, KadError> {
-        let host = &self.inner.host;
-        if host.is_connected(&peer) {
-            return Ok(PeerFound {
-                peer,
-                addrs: host.peer_store().addrs(&peer),
-                stats: QueryStats::default(),
-            });
-        }
-        let o = self
-            .lookup(peer.to_bytes(), LookupKind::FindPeer(peer))
-            .await?;
-        match o.found {
-            Some((peer, addrs)) => Ok(PeerFound {
-                peer,
-                addrs,
-                stats: stats(o.result),
-            }),
-            None => Err(KadError::PeerNotFound(peer)),
-        }
+        let ops = &self.inner.ops;
+        let host = self.host();
+        ops.tracked(QueryKind::FindNode, async {
+            if host.is_connected(&peer) {
+                let found = PeerFound {
+                    peer,
+                    addrs: host.peer_store().addrs(&peer),
+                    stats: QueryStats::default(),
+                };
+                return Ok((found, QueryEnd::Succeeded));
+            }
+            let slot = ops.slot().await?;
+            let o = ops
+                .lookup(peer.to_bytes(), LookupKind::FindPeer(peer), slot)
+                .await?;
+            match o.found {
+                Some((peer, addrs)) => Ok((
+                    PeerFound {
+                        peer,
+                        addrs,
+                        stats: stats(o.result),
+                    },
+                    QueryEnd::Succeeded,
+                )),
+                None => Err((KadError::PeerNotFound(peer), o.result.timed_out)),
+            }
+        })
+        .await
     }
 
     /// Gets the value of `key`: ours if we store it, and those of other peers until `quorum`
     /// values are found (or the lookup runs out of peers). Fails with
     /// [`KadError::RecordNotFound`] when none is found.
     pub async fn get_record(&self, key: &[u8], quorum: usize) -> Result<RecordsFound, KadError> {
-        let o = self
-            .lookup(
-                key.to_vec(),
-                LookupKind::GetValue {
-                    quorum: quorum.max(1),
-                },
-            )
-            .await?;
-        if o.records.is_empty() {
-            return Err(KadError::RecordNotFound);
-        }
-        let mut records = o.records;
-        let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_slice()).collect();
-        let best = self
-            .inner
-            .config
-            .validator
-            .select(key, &values)
-            .min(records.len() - 1);
-        records.swap(0, best);
-        Ok(RecordsFound {
-            records,
-            stats: stats(o.result),
+        let ops = &self.inner.ops;
+        ops.tracked(QueryKind::GetValue, async {
+            let slot = ops.slot().await?;
+            let kind = LookupKind::GetValue {
+                quorum: quorum.max(1),
+            };
+            let o = ops.lookup(key.to_vec(), kind, slot).await?;
+            if o.records.is_empty() {
+                return Err((KadError::RecordNotFound, o.result.timed_out));
+            }
+            let mut records = o.records;
+            let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_slice()).collect();
+            let best = self
+                .config()
+                .validator
+                .select(key, &values)
+                .min(records.len() - 1);
+            records.swap(0, best);
+            let found = RecordsFound {
+                records,
+                stats: stats(o.result),
+            };
+            Ok((found, QueryEnd::Succeeded))
         })
+        .await
     }
 
     /// Stores `value` under `key` here and on the `k` peers closest to the key (`PUT_VALUE`).
+    /// We are its publisher: it is put again every [`KadConfig::record_republish_interval`]
+    /// until [`Kademlia::remove_record`].
     pub async fn put_record(&self, key: &[u8], value: Vec<u8>) -> Result<PutOutcome, KadError> {
-        let record = KadRecord {
-            key: key.to_vec(),
-            value,
-        };
-        let (k, v) = (record.key.clone(), record.value.clone());
-        self.ask(|reply| Command::PutLocal {
+        let ops = &self.inner.ops;
+        let (k, v) = (key.to_vec(), value.clone());
+        ops.ask(|reply| Command::PutLocal {
             key: k,
             value: v,
             reply,
         })
         .await??;
-        self.store_at_closest(key, Request::PutValue { record })
+        ops.put_remote(key, value).await
+    }
+
+    /// Stops republishing our record of `key` and drops it from our store (copies other peers
+    /// hold expire on their own). Returns whether we had published it.
+    pub async fn remove_record(&self, key: &[u8]) -> Result<bool, KadError> {
+        let key = key.to_vec();
+        self.inner
+            .ops
+            .ask(|reply| Command::Unpublish {
+                key,
+                record: true,
+                reply,
+            })
             .await
     }
 
     /// Announces that we provide `key`: recorded here and sent (`ADD_PROVIDER`, with our listen
-    /// addresses) to the `k` peers closest to the key.
+    /// addresses and the observed addresses that pass address hygiene) to the `k` peers closest
+    /// to the key. Announced again every [`KadConfig::provider_republish_interval`] until
+    /// [`Kademlia::stop_providing`].
     pub async fn provide(&self, key: &[u8]) -> Result<PutOutcome, KadError> {
+        let ops = &self.inner.ops;
         let k = key.to_vec();
-        self.ask(|reply| Command::ProvideLocal { key: k, reply })
+        ops.ask(|reply| Command::ProvideLocal { key: k, reply })
             .await??;
-        let host = &self.inner.host;
+        ops.announce(key).await
+    }
+
+    /// Stops announcing `key` and drops our provider record of it (records other peers hold
+    /// expire on their own). Returns whether we provided it.
+    pub async fn stop_providing(&self, key: &[u8]) -> Result<bool, KadError> {
+        let key = key.to_vec();
+        self.inner
+            .ops
+            .ask(|reply| Command::Unpublish {
+                key,
+                record: false,
+                reply,
+            })
+            .await
+    }
+
+    /// Finds providers of `key`: ours and those the peers around the key know, until `k` are
+    /// found or the lookup ends.
+    pub async fn providers(&self, key: &[u8]) -> Result<ProvidersFound, KadError> {
+        let ops = &self.inner.ops;
+        let want = self.config().query.k;
+        ops.tracked(QueryKind::GetProviders, async {
+            let slot = ops.slot().await?;
+            let o = ops
+                .lookup(key.to_vec(), LookupKind::GetProviders { want }, slot)
+                .await?;
+            let end = end_of(!o.providers.is_empty(), o.result.timed_out);
+            let found = ProvidersFound {
+                providers: o.providers,
+                stats: stats(o.result),
+            };
+            Ok((found, end))
+        })
+        .await
+    }
+
+    /// A snapshot of the routing table, closest bucket first.
+    pub async fn routing_table(&self) -> Result<Vec<TableEntry>, KadError> {
+        self.inner.ops.ask(|reply| Command::Table { reply }).await
+    }
+
+    /// Stops the node: the protocol is unregistered, queries in progress fail with
+    /// [`KadError::ShutDown`], the route cache is written, and every task is joined.
+    /// Idempotent. The host keeps running.
+    pub async fn shutdown(&self) {
+        self.inner.ops.shared.cancel.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
+
+/// How a query that found (or did not find) what it looked for ended.
+fn end_of(found: bool, timed_out: bool) -> QueryEnd {
+    if found {
+        QueryEnd::Succeeded
+    } else if timed_out {
+        QueryEnd::TimedOut
+    } else {
+        QueryEnd::Failed
+    }
+}
+
+/// An error of a tracked query, with whether the query timeout cut it short.
+type TrackedError = (KadError, bool);
+
+impl From<KadError> for TrackedError {
+    fn from(e: KadError) -> Self {
+        (e, false)
+    }
+}
+
+impl Ops {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, KadError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| KadError::ShutDown)?;
+        rx.await.map_err(|_| KadError::ShutDown)
+    }
+
+    /// Runs a query, counting it in the metrics by `kind` and how it ended.
+    async fn tracked<T>(
+        &self,
+        kind: QueryKind,
+        fut: impl Future<Output = Result<(T, QueryEnd), TrackedError>>,
+    ) -> Result<T, KadError> {
+        let counters = &self.shared.counters;
+        counters.query_started(kind);
+        match fut.await {
+            Ok((v, end)) => {
+                counters.query_ended(kind, end);
+                Ok(v)
+            }
+            Err((e, timed_out)) => {
+                counters.query_ended(kind, end_of(false, timed_out));
+                Err(e)
+            }
+        }
+    }
+
+    /// A query slot: at once if one is free, otherwise after the queries before us.
+    async fn slot(&self) -> Result<Slot, KadError> {
+        if let Ok(p) = self.shared.slots.clone().try_acquire_owned() {
+            return Ok(Arc::new(p));
+        }
+        let counters = &self.shared.counters;
+        counters.waiting(1);
+        let r = tokio::select! {
+            p = self.shared.slots.clone().acquire_owned() => p.map_err(|_| KadError::ShutDown),
+            _ = self.shared.cancel.cancelled() => Err(KadError::ShutDown),
+        };
+        counters.waiting(-1);
+        r.map(Arc::new)
+    }
+
+    async fn lookup(
+        &self,
+        key: Vec<u8>,
+        kind: LookupKind,
+        slot: Slot,
+    ) -> Result<LookupOutcome, KadError> {
+        self.ask(|reply| Command::Lookup {
+            key,
+            kind,
+            slot,
+            reply,
+        })
+        .await?
+    }
+
+    /// Puts our record at the `k` closest peers (also used to republish it).
+    async fn put_remote(&self, key: &[u8], value: Vec<u8>) -> Result<PutOutcome, KadError> {
+        let record = KadRecord {
+            key: key.to_vec(),
+            value,
+        };
+        self.tracked(QueryKind::PutValue, async {
+            let r = self
+                .store_at_closest(key, Request::PutValue { record })
+                .await?;
+            let end = end_of(!r.stored_at.is_empty(), r.stats.timed_out);
+            Ok((r, end))
+        })
+        .await
+    }
+
+    /// Announces us as a provider of `key` to the `k` closest peers (also used to re-announce).
+    async fn announce(&self, key: &[u8]) -> Result<PutOutcome, KadError> {
+        let host = &self.shared.host;
         let me = KadPeer {
             id: host.peer_id(),
-            addrs: host.listen_addrs(),
+            addrs: announced_addrs(host, &self.shared.config),
             connection: ConnectionType::Connected,
         };
-        self.store_at_closest(
-            key,
-            Request::AddProvider {
-                key: key.to_vec(),
-                providers: vec![me],
-            },
-        )
+        let request = Request::AddProvider {
+            key: key.to_vec(),
+            providers: vec![me],
+        };
+        self.tracked(QueryKind::AddProvider, async {
+            let r = self.store_at_closest(key, request).await?;
+            let end = end_of(!r.stored_at.is_empty(), r.stats.timed_out);
+            Ok((r, end))
+        })
         .await
     }
 
     async fn store_at_closest(&self, key: &[u8], request: Request) -> Result<PutOutcome, KadError> {
-        let o = self.lookup(key.to_vec(), LookupKind::Closest).await?;
-        let config = &self.inner.config;
-        let host = &self.inner.host;
+        let slot = self.slot().await?;
+        let o = self
+            .lookup(key.to_vec(), LookupKind::Closest, slot.clone())
+            .await?;
+        let config = &self.shared.config;
+        let host = &self.shared.host;
         let sends = o.result.closest.iter().map(|(peer, _)| {
             let request = &request;
             async move {
@@ -378,8 +576,9 @@ impl Kademlia {
         });
         let results = tokio::select! {
             r = futures::future::join_all(sends) => r,
-            _ = self.inner.cancel.cancelled() => return Err(KadError::ShutDown),
+            _ = self.shared.cancel.cancelled() => return Err(KadError::ShutDown),
         };
+        drop(slot);
         let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, ok)| *ok);
         Ok(PutOutcome {
             stored_at: ok.into_iter().map(|(p, _)| p).collect(),
@@ -387,32 +586,28 @@ impl Kademlia {
             stats: stats(o.result),
         })
     }
+}
 
-    /// Finds providers of `key`: ours and those the peers around the key know, until `k` are
-    /// found or the lookup ends.
-    pub async fn providers(&self, key: &[u8]) -> Result<ProvidersFound, KadError> {
-        let want = self.inner.config.query.k;
-        let o = self
-            .lookup(key.to_vec(), LookupKind::GetProviders { want })
-            .await?;
-        Ok(ProvidersFound {
-            providers: o.providers,
-            stats: stats(o.result),
-        })
+/// The addresses we announce as a provider: our listen addresses, then the addresses peers
+/// observed us at that pass address hygiene (public ones, or any with
+/// [`KadConfig::accept_private_addrs`]); without `/p2p/`, no duplicates, at most 32.
+fn announced_addrs(host: &Host, config: &KadConfig) -> Vec<Multiaddr> {
+    let allow = config.accept_private_addrs || host.config().accept_private_learned_addrs;
+    let mut out: Vec<Multiaddr> = Vec::new();
+    let observed = host
+        .observed_addrs()
+        .into_iter()
+        .map(|a| p2pnet_host::without_p2p(&a).0)
+        .filter(|a| keep_learned_addr(a, None, allow));
+    for a in host.listen_addrs().into_iter().chain(observed) {
+        if out.len() >= MAX_ADDRS_PER_PEER {
+            break;
+        }
+        if !out.contains(&a) {
+            out.push(a);
+        }
     }
-
-    /// A snapshot of the routing table, closest bucket first.
-    pub async fn routing_table(&self) -> Result<Vec<TableEntry>, KadError> {
-        self.ask(|reply| Command::Table { reply }).await
-    }
-
-    /// Stops the node: the protocol is unregistered, queries in progress fail with
-    /// [`KadError::ShutDown`], and every task is joined. Idempotent. The host keeps running.
-    pub async fn shutdown(&self) {
-        self.inner.cancel.cancel();
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
-    }
+    out
 }
 
 fn stats(r: QueryResult) -> QueryStats {
@@ -423,721 +618,4 @@ fn stats(r: QueryResult) -> QueryStats {
         learned: r.learned,
         timed_out: r.timed_out,
     }
-}
-
-/// Counts a peer's open inbound streams; the count drops with the guard.
-struct InboundGuard {
-    counts: Arc<Mutex<HashMap<PeerId, usize>>>,
-    peer: PeerId,
-}
-
-impl Drop for InboundGuard {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock();
-        if let Some(n) = counts.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.peer);
-            }
-        }
-    }
-}
-
-struct Driver {
-    host: Host,
-    config: Arc<KadConfig>,
-    local: PeerId,
-    table: RoutingTable,
-    records: RecordStore,
-    providers: ProviderStore,
-    rate: RequestRate,
-    queries: HashMap<u64, Running>,
-    next_query: u64,
-    event_tx: mpsc::Sender<Event>,
-    /// For stream tasks to reach the driver; weak, so that the driver's channel closes when the
-    /// last `Kademlia` is gone.
-    commands: mpsc::WeakSender<Command>,
-    cancel: CancellationToken,
-    tasks: TaskTracker,
-    inbound_counts: Arc<Mutex<HashMap<PeerId, usize>>>,
-    /// Peers whose liveness check is under way.
-    checks: HashSet<PeerId>,
-    warn: Arc<RateLimiter>,
-}
-
-impl Driver {
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut events: mpsc::Receiver<Event>,
-        mut host_events: broadcast::Receiver<HostEvent>,
-        mut receiver: Option<StreamReceiver>,
-    ) {
-        let mut host_open = true;
-        let mut last_prune = Instant::now();
-        loop {
-            let deadline = self
-                .queries
-                .values()
-                .filter_map(|q| q.query.next_deadline())
-                .min()
-                .unwrap_or_else(|| Instant::now() + PRUNE_INTERVAL);
-            tokio::select! {
-                _ = self.cancel.cancelled() => break,
-                cmd = commands.recv() => match cmd {
-                    Some(cmd) => self.on_command(cmd),
-                    None => break,
-                },
-                Some(ev) = events.recv() => self.on_event(ev),
-                Some(s) = async {
-                    match receiver.as_mut() {
-                        Some(r) => r.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => self.on_inbound_stream(s),
-                ev = host_events.recv(), if host_open => match ev {
-                    Ok(ev) => self.on_host_event(ev),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::debug!(missed = n, "kademlia missed host events");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => host_open = false,
-                },
-                _ = tokio::time::sleep_until(deadline.into()) => {}
-            }
-            let now = Instant::now();
-            let ids: Vec<u64> = self.queries.keys().copied().collect();
-            for id in ids {
-                self.drive(id, now);
-            }
-            if now.saturating_duration_since(last_prune) >= PRUNE_INTERVAL {
-                self.records.prune(now);
-                self.providers.prune(now);
-                last_prune = now;
-            }
-        }
-        // Unregister the protocol first, then fail what is waiting.
-        drop(receiver);
-        for (_, mut q) in self.queries.drain() {
-            if let Some(reply) = q.reply.take() {
-                let _ = reply.send(Err(KadError::ShutDown));
-            }
-        }
-        tracing::debug!(peer = %self.local, "kademlia stopped");
-    }
-
-    fn spawn<F>(&self, fut: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let cancel = self.cancel.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = fut => {}
-            }
-        });
-    }
-
-    /// Puts a server-mode peer in the table; a full bucket's liveness check starts here.
-    fn insert_peer(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, now: Instant) {
-        match self.table.insert(peer, addrs, now) {
-            Insert::Pending { check } => self.start_check(check),
-            Insert::Rejected(why) => {
-                tracing::debug!(%peer, reason = ?why, "peer not taken into the routing table");
-            }
-            Insert::Inserted => tracing::trace!(%peer, "peer added to the routing table"),
-            Insert::Updated | Insert::Queued => {}
-        }
-    }
-
-    fn start_check(&mut self, peer: PeerId) {
-        if !self.checks.insert(peer) {
-            return;
-        }
-        let host = self.host.clone();
-        let tx = self.event_tx.clone();
-        let timeout = self.config.routing.check_timeout;
-        self.spawn(async move {
-            let alive = host.is_connected(&peer)
-                || matches!(
-                    tokio::time::timeout(timeout, host.connect(peer)).await,
-                    Ok(Ok(()))
-                );
-            let _ = tx.send(Event::Checked { peer, alive }).await;
-        });
-    }
-
-    fn on_host_event(&mut self, ev: HostEvent) {
-        if let HostEvent::Identified {
-            peer, protocols, ..
-        } = ev
-            && protocols.contains(&self.config.protocol)
-        {
-            // The host keeps only the addresses that pass its hygiene in the peer store.
-            let addrs = self.host.peer_store().addrs(&peer);
-            self.insert_peer(peer, addrs, Instant::now());
-        }
-    }
-
-    fn on_command(&mut self, cmd: Command) {
-        let now = Instant::now();
-        match cmd {
-            Command::Lookup { key, kind, reply } => self.start_lookup(key, kind, reply, now),
-            Command::AddPeer { peer, addrs, reply } => {
-                if !addrs.is_empty() {
-                    self.host
-                        .peer_store()
-                        .add_addrs(peer, addrs.clone(), RECENT_ADDR_TTL);
-                }
-                let r = self.table.insert(peer, addrs, now);
-                if let Insert::Pending { check } = r {
-                    self.start_check(check);
-                }
-                let _ = reply.send(r);
-            }
-            Command::Table { reply } => {
-                let entries = self
-                    .table
-                    .entries()
-                    .map(|(bucket, e)| TableEntry {
-                        peer: e.peer,
-                        addrs: e.addrs.clone(),
-                        bucket,
-                        last_seen: e.last_seen,
-                    })
-                    .collect();
-                let _ = reply.send(entries);
-            }
-            Command::PutLocal { key, value, reply } => {
-                let _ = reply.send(self.records.put(key, value, None, now));
-            }
-            Command::ProvideLocal { key, reply } => {
-                let addrs = self.host.listen_addrs();
-                let _ = reply.send(self.providers.add(key, self.local, addrs, true, now));
-            }
-            Command::Inbound {
-                peer,
-                request,
-                reply,
-            } => {
-                let response = if self.rate.allow(peer, now) {
-                    self.answer(peer, request, now)
-                } else {
-                    if self.warn.allow() {
-                        tracing::warn!(%peer, "kad request rate exceeded; refused");
-                    }
-                    None
-                };
-                let _ = reply.send(response);
-            }
-        }
-    }
-
-    fn kad_peer(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> KadPeer {
-        let addrs = if addrs.is_empty() {
-            self.host.peer_store().addrs(&peer)
-        } else {
-            addrs
-        };
-        KadPeer {
-            id: peer,
-            addrs,
-            connection: if self.host.is_connected(&peer) {
-                ConnectionType::Connected
-            } else {
-                ConnectionType::NotConnected
-            },
-        }
-    }
-
-    /// The `k` closest peers of the table to `key`, for an answer to `requester`.
-    fn closer_peers(&self, key: &[u8], requester: &PeerId) -> Vec<KadPeer> {
-        let k = self.config.routing.k;
-        let target = Key::new(key);
-        let mut out: Vec<KadPeer> = Vec::with_capacity(k + 1);
-        // Findable outside any table: a target we are connected to, or whose addresses we
-        // know, is named first (as go-libp2p-kad-dht does).
-        if let Ok(target_peer) = PeerId::from_bytes(key)
-            && target_peer != *requester
-            && target_peer != self.local
-            && !self.table.contains(&target_peer)
-        {
-            let addrs = self.host.peer_store().addrs(&target_peer);
-            if !addrs.is_empty() {
-                out.push(self.kad_peer(target_peer, addrs));
-            }
-        }
-        for e in self.table.closest(&target, k + 1) {
-            if out.len() >= k {
-                break;
-            }
-            if e.peer != *requester {
-                out.push(self.kad_peer(e.peer, e.addrs.clone()));
-            }
-        }
-        out
-    }
-
-    fn answer(&mut self, peer: PeerId, request: Request, now: Instant) -> Option<Response> {
-        tracing::trace!(%peer, kind = ?request.message_type(), "kad request");
-        Some(match request {
-            Request::FindNode { key } => Response {
-                closer_peers: self.closer_peers(&key, &peer),
-                ..Default::default()
-            },
-            Request::GetValue { key } => {
-                let record = self.records.get(&key, now).map(|r| KadRecord {
-                    key: r.key.clone(),
-                    value: r.value.clone(),
-                });
-                Response {
-                    closer_peers: self.closer_peers(&key, &peer),
-                    record,
-                    ..Default::default()
-                }
-            }
-            Request::PutValue { record } => {
-                match self
-                    .records
-                    .put(record.key.clone(), record.value.clone(), Some(peer), now)
-                {
-                    Ok(()) => Response {
-                        record: Some(record),
-                        ..Default::default()
-                    },
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "PUT_VALUE refused");
-                        return None;
-                    }
-                }
-            }
-            Request::GetProviders { key } => {
-                let providers = self
-                    .providers
-                    .providers(&key, now)
-                    .into_iter()
-                    .map(|r| {
-                        let addrs = if r.provider == self.local {
-                            self.host.listen_addrs()
-                        } else {
-                            r.addrs
-                        };
-                        self.kad_peer(r.provider, addrs)
-                    })
-                    .collect();
-                Response {
-                    closer_peers: self.closer_peers(&key, &peer),
-                    provider_peers: providers,
-                    ..Default::default()
-                }
-            }
-            Request::AddProvider { key, providers } => {
-                let via = self.via(&peer);
-                for p in providers.into_iter().filter(|p| p.id == peer) {
-                    let addrs = self.clean_addrs(peer, p.addrs, via.as_ref());
-                    if !addrs.is_empty() {
-                        self.host
-                            .peer_store()
-                            .add_addrs(peer, addrs.clone(), RECENT_ADDR_TTL);
-                    }
-                    if let Err(e) = self.providers.add(key.clone(), peer, addrs, false, now) {
-                        tracing::debug!(%peer, error = %e, "ADD_PROVIDER refused");
-                    }
-                }
-                Response::default()
-            }
-            Request::Ping => Response::default(),
-        })
-    }
-
-    fn via(&self, peer: &PeerId) -> Option<Multiaddr> {
-        self.host
-            .connections(Some(peer))
-            .into_iter()
-            .next()
-            .map(|c| c.remote_addr)
-    }
-
-    /// The addresses of `peer` a remote told us worth keeping: a `/p2p/` suffix is stripped
-    /// (and the address dropped if it names another peer), then address hygiene applies.
-    fn clean_addrs(
-        &self,
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-        via: Option<&Multiaddr>,
-    ) -> Vec<Multiaddr> {
-        let allow =
-            self.config.accept_private_addrs || self.host.config().accept_private_learned_addrs;
-        let mut out: Vec<Multiaddr> = Vec::with_capacity(addrs.len());
-        for a in addrs {
-            let (a, named) = p2pnet_host::without_p2p(&a);
-            if named.is_some_and(|n| n != peer) || !keep_learned_addr(&a, via, allow) {
-                continue;
-            }
-            if !out.contains(&a) {
-                out.push(a);
-            }
-        }
-        out
-    }
-
-    fn on_inbound_stream(&mut self, s: InboundStream) {
-        let peer = s.peer;
-        {
-            let mut counts = self.inbound_counts.lock();
-            let n = counts.entry(peer).or_default();
-            if *n >= self.config.max_inbound_streams_per_peer {
-                drop(counts);
-                if self.warn.allow() {
-                    tracing::warn!(%peer, limit = self.config.max_inbound_streams_per_peer, "too many kad streams from one peer; refused");
-                }
-                s.stream.reset();
-                return;
-            }
-            *n += 1;
-        }
-        let guard = InboundGuard {
-            counts: self.inbound_counts.clone(),
-            peer,
-        };
-        let Some(commands) = self.commands.upgrade() else {
-            s.stream.reset();
-            return;
-        };
-        let config = self.config.clone();
-        self.spawn(async move {
-            let _guard = guard;
-            serve_stream(s, commands, config).await;
-        });
-    }
-
-    fn start_lookup(
-        &mut self,
-        key: Vec<u8>,
-        kind: LookupKind,
-        reply: Reply<LookupOutcome>,
-        now: Instant,
-    ) {
-        let target = Key::new(&key);
-        let k = self.config.query.k;
-        let mut seeds: Vec<(PeerId, Vec<Multiaddr>)> = self
-            .table
-            .closest(&target, k)
-            .into_iter()
-            .map(|e| (e.peer, e.addrs.clone()))
-            .collect();
-        if seeds.is_empty() {
-            seeds = self
-                .host
-                .connected_peers()
-                .into_iter()
-                .filter(|p| {
-                    self.host
-                        .peer_store()
-                        .protocols(p)
-                        .contains(&self.config.protocol)
-                })
-                .map(|p| (p, self.host.peer_store().addrs(&p)))
-                .collect();
-        }
-        let mut outcome = LookupOutcome::default();
-        let request = match &kind {
-            LookupKind::Closest | LookupKind::FindPeer(_) => Request::FindNode { key: key.clone() },
-            LookupKind::GetValue { quorum } => {
-                if let Some(r) = self.records.get(&key, now) {
-                    outcome.records.push(FoundRecord {
-                        peer: self.local,
-                        value: r.value.clone(),
-                    });
-                    if outcome.records.len() >= *quorum {
-                        let _ = reply.send(Ok(outcome));
-                        return;
-                    }
-                }
-                Request::GetValue { key: key.clone() }
-            }
-            LookupKind::GetProviders { .. } => {
-                for r in self.providers.providers(&key, now) {
-                    let addrs = if r.provider == self.local {
-                        self.host.listen_addrs()
-                    } else {
-                        r.addrs
-                    };
-                    outcome.providers.push((r.provider, addrs));
-                }
-                Request::GetProviders { key: key.clone() }
-            }
-        };
-        if seeds.is_empty() {
-            let empty_ok = !outcome.records.is_empty() || !outcome.providers.is_empty();
-            let _ = reply.send(if empty_ok {
-                Ok(outcome)
-            } else {
-                Err(KadError::NoKnownPeers)
-            });
-            return;
-        }
-        let query = Query::new(target, self.local, seeds, self.config.query.clone(), now);
-        let id = self.next_query;
-        self.next_query += 1;
-        tracing::debug!(query = id, kind = ?request.message_type(), "lookup started");
-        self.queries.insert(
-            id,
-            Running {
-                query,
-                kind,
-                request,
-                key,
-                reply: Some(reply),
-                outcome,
-            },
-        );
-        self.drive(id, now);
-    }
-
-    fn drive(&mut self, id: u64, now: Instant) {
-        loop {
-            let Some(running) = self.queries.get_mut(&id) else {
-                return;
-            };
-            match running.query.next_action(now) {
-                Action::Send { peer, addrs } => {
-                    if !addrs.is_empty() {
-                        self.host
-                            .peer_store()
-                            .add_addrs(peer, addrs, RECENT_ADDR_TTL);
-                    }
-                    let request = running.request.clone();
-                    let host = self.host.clone();
-                    let config = self.config.clone();
-                    let tx = self.event_tx.clone();
-                    self.spawn(async move {
-                        let result = rpc::request(
-                            &host,
-                            peer,
-                            &config.protocol,
-                            &request,
-                            config.max_message_size,
-                            config.query.k,
-                            config.query.request_timeout,
-                        )
-                        .await;
-                        let _ = tx
-                            .send(Event::Answer {
-                                query: id,
-                                peer,
-                                result,
-                            })
-                            .await;
-                    });
-                }
-                Action::Wait => return,
-                Action::Finished => {
-                    let Some(mut running) = self.queries.remove(&id) else {
-                        return;
-                    };
-                    let mut outcome = std::mem::take(&mut running.outcome);
-                    outcome.result = running.query.into_result();
-                    tracing::debug!(
-                        query = id,
-                        hops = outcome.result.hops,
-                        requests = outcome.result.requests,
-                        failures = outcome.result.failures,
-                        found = outcome.result.closest.len(),
-                        "lookup finished"
-                    );
-                    if let Some(reply) = running.reply.take() {
-                        let _ = reply.send(Ok(outcome));
-                    }
-                    return;
-                }
-            }
-        }
-    }
-
-    fn on_event(&mut self, ev: Event) {
-        let now = Instant::now();
-        match ev {
-            Event::Checked { peer, alive } => {
-                self.checks.remove(&peer);
-                if let Some(inserted) = self.table.on_check_result(&peer, alive, now) {
-                    tracing::debug!(evicted = %peer, %inserted, "routing table entry replaced");
-                }
-            }
-            Event::Answer {
-                query,
-                peer,
-                result,
-            } => self.on_answer(query, peer, result, now),
-        }
-    }
-
-    fn on_answer(
-        &mut self,
-        id: u64,
-        peer: PeerId,
-        result: Result<Response, KadError>,
-        now: Instant,
-    ) {
-        let response = match result {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(query = id, %peer, error = %e, "kad request failed");
-                if let Some(running) = self.queries.get_mut(&id) {
-                    running.query.on_failure(&peer);
-                }
-                if !self.host.is_connected(&peer) {
-                    self.table.remove(&peer, now);
-                }
-                self.drive(id, now);
-                return;
-            }
-        };
-        // It answered on our protocol: a server.
-        let addrs = self.host.peer_store().addrs(&peer);
-        self.insert_peer(peer, addrs, now);
-        let via = self.via(&peer);
-        let clean = |d: &Driver, peers: Vec<KadPeer>| -> Vec<KadPeer> {
-            peers
-                .into_iter()
-                .filter(|p| p.id != d.local)
-                .map(|mut p| {
-                    p.addrs = d.clean_addrs(p.id, std::mem::take(&mut p.addrs), via.as_ref());
-                    if !p.addrs.is_empty() {
-                        d.host
-                            .peer_store()
-                            .add_addrs(p.id, p.addrs.clone(), RECENT_ADDR_TTL);
-                    }
-                    p
-                })
-                .collect()
-        };
-        let closer = clean(self, response.closer_peers);
-        let provider_peers = clean(self, response.provider_peers);
-        let validator = self.config.validator.clone();
-        let max_value = self.config.store.max_value_size;
-        let Some(running) = self.queries.get_mut(&id) else {
-            return;
-        };
-        let mut done = false;
-        match running.kind.clone() {
-            LookupKind::Closest => {}
-            LookupKind::FindPeer(target) => {
-                let named = closer
-                    .iter()
-                    .find(|p| p.id == target && !p.addrs.is_empty())
-                    .map(|p| p.addrs.clone());
-                let found = if peer == target {
-                    Some(self.host.peer_store().addrs(&target))
-                } else {
-                    named
-                };
-                if let Some(addrs) = found {
-                    running.outcome.found = Some((target, addrs));
-                    done = true;
-                }
-            }
-            LookupKind::GetValue { quorum } => {
-                if let Some(r) = response.record
-                    && r.key == running.key
-                    && r.value.len() <= max_value
-                    && validator.validate(&r.key, &r.value).is_ok()
-                {
-                    running.outcome.records.push(FoundRecord {
-                        peer,
-                        value: r.value,
-                    });
-                    done = running.outcome.records.len() >= quorum;
-                }
-            }
-            LookupKind::GetProviders { want } => {
-                for p in provider_peers {
-                    if !running.outcome.providers.iter().any(|(q, _)| *q == p.id) {
-                        running.outcome.providers.push((p.id, p.addrs));
-                    }
-                }
-                done = running.outcome.providers.len() >= want;
-            }
-        }
-        running.query.on_success(&peer, closer);
-        if done {
-            running.query.finish_at(&peer);
-        }
-        self.drive(id, now);
-    }
-}
-
-/// Serves one inbound stream: any number of requests, each answered in turn, until the peer
-/// closes it, goes idle, breaks the protocol or is refused.
-async fn serve_stream(s: InboundStream, commands: mpsc::Sender<Command>, config: Arc<KadConfig>) {
-    let peer = s.peer;
-    let mut stream = s.stream;
-    loop {
-        let msg = match tokio::time::timeout(
-            config.inbound_idle_timeout,
-            rpc::read_message(&mut stream, config.max_message_size),
-        )
-        .await
-        {
-            Ok(Ok(Some(m))) => m,
-            Ok(Ok(None)) => break,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "bad kad request; stream reset");
-                stream.reset();
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "kad stream idle; closed");
-                stream.reset();
-                return;
-            }
-        };
-        let request = match Request::from_proto(msg, config.routing.k) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "invalid kad request; stream reset");
-                stream.reset();
-                return;
-            }
-        };
-        let ty = request.message_type();
-        let key = match &request {
-            Request::FindNode { key }
-            | Request::GetValue { key }
-            | Request::GetProviders { key }
-            | Request::AddProvider { key, .. } => key.clone(),
-            Request::PutValue { record } => record.key.clone(),
-            Request::Ping => Vec::new(),
-        };
-        let expects_response = request.expects_response();
-        let (tx, rx) = oneshot::channel();
-        if commands
-            .send(Command::Inbound {
-                peer,
-                request,
-                reply: tx,
-            })
-            .await
-            .is_err()
-        {
-            stream.reset();
-            return;
-        }
-        match rx.await {
-            Ok(Some(response)) => {
-                if expects_response
-                    && let Err(e) =
-                        rpc::write_message(&mut stream, &response.to_proto(ty, &key)).await
-                {
-                    tracing::debug!(%peer, error = %e, "kad response failed");
-                    return;
-                }
-            }
-            Ok(None) | Err(_) => {
-                stream.reset();
-                return;
-            }
-        }
-    }
-    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
 }

@@ -5,14 +5,21 @@
 //! - [`key`]: SHA-256 keys, XOR distance, bucket indices;
 //! - [`routing`]: the routing table (k-buckets with replacement caches, liveness checks of the
 //!   least recently seen entry as outputs, IP diversity limits);
-//! - [`query`]: the iterative lookup (α in flight, request and query timeouts, bounded answers);
+//! - [`query`]: the iterative lookup (α in flight, request and query timeouts, bounded answers,
+//!   optional disjoint paths);
 //! - [`store`]: bounded record and provider stores with expiry, and [`store::RecordValidator`];
+//! - [`refresh`], [`republish`]: which buckets are due for a refresh and which of our records
+//!   and provider keys are due to be published again;
+//! - [`route_cache`]: the routing table saved to a file and loaded at start;
 //! - [`message`], [`protocol`]: the protobuf `Message` and its uvarint framing.
 //!
 //! Under it, [`Kademlia`] drives it on host streams: one task owns the state, it answers
-//! `FIND_NODE`, `GET_VALUE`, `PUT_VALUE`, `ADD_PROVIDER`, `GET_PROVIDERS` in server mode and
-//! offers `bootstrap`, `find_peer`, `closest_peers`, `get_record`, `put_record`, `provide` and
-//! `providers`.
+//! `FIND_NODE`, `GET_VALUE`, `PUT_VALUE`, `ADD_PROVIDER`, `GET_PROVIDERS` in server mode (or in
+//! [`Mode::Auto`] once the node is reachable) and offers `bootstrap`, `find_peer`,
+//! `closest_peers`, `get_record`, `put_record`, `provide` and `providers`, at most
+//! [`KadConfig::max_concurrent_queries`] at once. Its maintenance tick refreshes buckets,
+//! republishes, sweeps expired entries and saves the route cache; [`Kademlia::metrics`] is a
+//! snapshot of its counters ([`metrics`]).
 //!
 //! ```
 //! use p2pnet_host::{Host, HostConfig, generate_keypair};
@@ -51,9 +58,13 @@ mod driver;
 pub mod error;
 pub mod key;
 pub mod message;
+pub mod metrics;
 pub mod outcome;
 pub mod protocol;
 pub mod query;
+pub mod refresh;
+pub mod republish;
+pub mod route_cache;
 pub mod routing;
 mod rpc;
 pub mod store;
@@ -62,6 +73,7 @@ pub use config::{KadConfig, Mode};
 pub use driver::Kademlia;
 pub use error::KadError;
 pub use key::{Distance, Key};
+pub use metrics::{KadMetrics, QueryKind};
 pub use outcome::{
     ClosestPeers, FoundRecord, PeerFound, ProvidersFound, PutOutcome, QueryStats, RecordsFound,
     TableEntry,

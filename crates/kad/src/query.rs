@@ -9,6 +9,13 @@
 //!
 //! The same machine runs `FIND_NODE`, `GET_VALUE` and `GET_PROVIDERS` lookups; the caller
 //! decides what an answer carries besides closer peers.
+//!
+//! With [`QueryConfig::disjoint_paths`] (S/Kademlia), the lookup runs `d = α` paths: the seeds
+//! are dealt to the paths closest first, round robin; a peer an answer names joins the path of
+//! the peer that answered unless another path has it already, so no peer is used by two paths.
+//! Each path has one request in flight and ends on its own terms (its `k` closest answered, or
+//! no one left); the lookup ends when every path has. The result is the `k` closest that
+//! answered over all paths.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -33,6 +40,8 @@ pub struct QueryConfig {
     pub request_timeout: Duration,
     /// Time the whole query may take. Default 60 s.
     pub timeout: Duration,
+    /// Whether the lookup runs α disjoint paths (S/Kademlia) instead of one. Default false.
+    pub disjoint_paths: bool,
 }
 
 impl Default for QueryConfig {
@@ -42,6 +51,7 @@ impl Default for QueryConfig {
             k: 20,
             request_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(60),
+            disjoint_paths: false,
         }
     }
 }
@@ -66,6 +76,8 @@ struct Candidate {
     state: PeerState,
     /// Requests on the path to this peer, asking it included (a seed is one hop away).
     hop: u32,
+    /// The path this peer belongs to (always 0 without disjoint paths).
+    path: usize,
 }
 
 /// What the driver should do next.
@@ -82,6 +94,16 @@ pub enum Action {
     Wait,
     /// The query is over: take [`Query::into_result`].
     Finished,
+}
+
+/// What one path of a lookup may do next.
+enum PathStep {
+    /// Send this.
+    Send(Action),
+    /// Requests are in flight (or waiting for a free slot).
+    Busy,
+    /// The path is over.
+    Done,
 }
 
 /// What a finished query found.
@@ -116,6 +138,12 @@ pub struct Query {
     failures: u32,
     learned: HashMap<PeerId, Vec<Multiaddr>>,
     finish_hops: Option<u32>,
+    /// How many paths the lookup runs (1, or α with disjoint paths).
+    paths: usize,
+    /// Requests in flight per path.
+    per_path: usize,
+    /// The path the next request is taken from (round robin over paths).
+    next_path: usize,
 }
 
 impl Query {
@@ -131,6 +159,11 @@ impl Query {
         let mut config = config;
         config.alpha = config.alpha.max(1);
         config.k = config.k.max(1);
+        let (paths, per_path) = if config.disjoint_paths {
+            (config.alpha, 1)
+        } else {
+            (1, config.alpha)
+        };
         let mut q = Query {
             target,
             local,
@@ -143,11 +176,37 @@ impl Query {
             failures: 0,
             learned: HashMap::new(),
             finish_hops: None,
+            paths,
+            per_path,
+            next_path: 0,
         };
-        for (peer, addrs) in seeds {
-            q.add_candidate(peer, addrs, 1);
+        // Seeds closest first, dealt to the paths round robin.
+        let mut seeds: Vec<(Distance, PeerId, Vec<Multiaddr>)> = seeds
+            .into_iter()
+            .map(|(p, a)| (target.distance(&Key::from_peer(&p)), p, a))
+            .collect();
+        seeds.sort_by_key(|s| s.0);
+        seeds.dedup_by(|a, b| a.0 == b.0);
+        let mut path = 0;
+        for (_, peer, addrs) in seeds {
+            if peer == q.local {
+                continue;
+            }
+            q.add_candidate(peer, addrs, 1, path);
+            path = (path + 1) % q.paths;
         }
         q
+    }
+
+    /// How many paths the lookup runs: 1, or α with [`QueryConfig::disjoint_paths`].
+    pub fn paths(&self) -> usize {
+        self.paths
+    }
+
+    /// The path `peer` belongs to, if it is a candidate.
+    pub fn path_of(&self, peer: &PeerId) -> Option<usize> {
+        let d = self.target.distance(&Key::from_peer(peer));
+        self.candidates.get(&d).map(|c| c.path)
     }
 
     /// The key looked up.
@@ -160,13 +219,18 @@ impl Query {
         (self.config.k * 5).max(100)
     }
 
-    fn add_candidate(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>, hop: u32) {
+    fn add_candidate(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>, hop: u32, path: usize) {
         if peer == self.local {
             return;
         }
         addrs.truncate(MAX_ADDRS_PER_PEER);
         let d = self.target.distance(&Key::from_peer(&peer));
         if let Some(c) = self.candidates.get_mut(&d) {
+            // A peer belongs to the path that found it first; another path does not take it
+            // (nor add to what it knows of it).
+            if c.path != path {
+                return;
+            }
             for a in addrs {
                 if c.addrs.len() < MAX_ADDRS_PER_PEER && !c.addrs.contains(&a) {
                     c.addrs.push(a);
@@ -181,6 +245,7 @@ impl Query {
                 addrs,
                 state: PeerState::NotContacted,
                 hop,
+                path,
             },
         );
         // Bounded: drop the farthest peers not asked yet.
@@ -267,20 +332,45 @@ impl Query {
             }
         }
         self.failures += timed_out;
-        let in_flight = self.in_flight();
+        let mut busy = 0;
+        for i in 0..self.paths {
+            let path = (self.next_path + i) % self.paths;
+            match self.path_step(path, now) {
+                PathStep::Send(action) => {
+                    self.next_path = (path + 1) % self.paths;
+                    return action;
+                }
+                PathStep::Busy => busy += 1,
+                PathStep::Done => {}
+            }
+        }
+        if busy == 0 {
+            self.finished = true;
+            return Action::Finished;
+        }
+        Action::Wait
+    }
+
+    /// The next request of one path, if it may send one.
+    fn path_step(&mut self, path: usize, now: Instant) -> PathStep {
+        let in_flight = self
+            .candidates
+            .values()
+            .filter(|c| c.path == path && matches!(c.state, PeerState::Waiting(_)))
+            .count();
         let mut considered = 0;
-        for c in self.candidates.values_mut() {
+        for c in self.candidates.values_mut().filter(|c| c.path == path) {
             match c.state {
                 PeerState::Failed => continue,
                 PeerState::Succeeded | PeerState::Waiting(_) => considered += 1,
                 PeerState::NotContacted => {
-                    if in_flight < self.config.alpha {
+                    if in_flight < self.per_path {
                         c.state = PeerState::Waiting(now);
                         self.requests += 1;
-                        return Action::Send {
+                        return PathStep::Send(Action::Send {
                             peer: c.peer,
                             addrs: c.addrs.clone(),
-                        };
+                        });
                     }
                     considered += 1;
                 }
@@ -289,11 +379,11 @@ impl Query {
                 break;
             }
         }
-        if in_flight == 0 {
-            self.finished = true;
-            return Action::Finished;
+        if in_flight > 0 {
+            PathStep::Busy
+        } else {
+            PathStep::Done
         }
-        Action::Wait
     }
 
     /// `peer` answered with `closer` peers (at most `k` are taken).
@@ -311,6 +401,7 @@ impl Query {
         let was_failed = c.state == PeerState::Failed;
         c.state = PeerState::Succeeded;
         let hop = c.hop + 1;
+        let path = c.path;
         if was_failed {
             self.failures = self.failures.saturating_sub(1);
         }
@@ -327,7 +418,7 @@ impl Query {
                 }
             }
             if !self.finished {
-                self.add_candidate(p.id, p.addrs, hop);
+                self.add_candidate(p.id, p.addrs, hop, path);
             }
         }
     }
@@ -590,6 +681,90 @@ mod tests {
         // An unsolicited second answer changes nothing.
         q.on_success(&seed, vec![]);
         assert_eq!(q.candidates.len(), 5);
+    }
+
+    #[test]
+    fn disjoint_paths_never_share_a_peer() {
+        let net = Net::new(300, 4);
+        let config = QueryConfig {
+            disjoint_paths: true,
+            ..QueryConfig::default()
+        };
+        for i in 0..10 {
+            let from = net.peers[i];
+            let target = Key::from_peer(&net.peers[150 + i]);
+            let seeds: Vec<_> = net.tables[&from]
+                .closest(&target, 20)
+                .into_iter()
+                .map(|e| (e.peer, vec![]))
+                .collect();
+            let start = Instant::now();
+            let mut q = Query::new(target, from, seeds.clone(), config.clone(), start);
+            assert_eq!(q.paths(), 3);
+            // The path each peer was put on when first seen; it never changes.
+            let mut path_of: HashMap<PeerId, usize> = HashMap::new();
+            for (p, _) in &seeds {
+                path_of.insert(*p, q.path_of(p).unwrap());
+            }
+            let used: HashSet<usize> = path_of.values().copied().collect();
+            assert_eq!(used.len(), 3, "the seeds are dealt to every path");
+            let mut sent: VecDeque<PeerId> = VecDeque::new();
+            let mut asked: HashSet<PeerId> = HashSet::new();
+            let mut now = start;
+            loop {
+                match q.next_action(now) {
+                    Action::Send { peer, .. } => {
+                        assert!(asked.insert(peer), "{peer} asked twice");
+                        // At most one request per path in flight.
+                        let path = q.path_of(&peer).unwrap();
+                        let busy = sent.iter().filter(|p| q.path_of(p) == Some(path)).count();
+                        assert_eq!(busy, 0, "a second request on path {path}");
+                        sent.push_back(peer);
+                        continue;
+                    }
+                    Action::Finished => break,
+                    Action::Wait => {}
+                }
+                let p = sent.pop_front().expect("waiting with nothing in flight");
+                now += Duration::from_millis(1);
+                let answer = net.answer(&p, &target);
+                let path = q.path_of(&p).unwrap();
+                q.on_success(&p, answer.clone());
+                for named in answer.iter().filter(|n| n.id != from) {
+                    let Some(now_on) = q.path_of(&named.id) else {
+                        continue; // dropped as too far
+                    };
+                    let first = *path_of.entry(named.id).or_insert(now_on);
+                    assert_eq!(first, now_on, "{} moved between paths", named.id);
+                    if !asked.contains(&named.id) && first != path {
+                        // Named by another path's peer: it stays on its own path.
+                        assert_ne!(q.path_of(&named.id), Some(path));
+                    }
+                }
+            }
+            for p in &asked {
+                assert_eq!(q.path_of(p), path_of.get(p).copied());
+            }
+            let r = q.into_result();
+            let found: Vec<PeerId> = r.closest.iter().map(|(p, _)| *p).collect();
+            let truth = net.true_closest(&target, 20, &from);
+            assert_eq!(found[..10], truth[..10], "lookup {i}");
+        }
+    }
+
+    #[test]
+    fn without_disjoint_paths_there_is_one_path() {
+        let now = Instant::now();
+        let seeds = (0..5).map(|_| (PeerId::random(), vec![]));
+        let q = Query::new(
+            Key::new(b"t"),
+            PeerId::random(),
+            seeds,
+            QueryConfig::default(),
+            now,
+        );
+        assert_eq!(q.paths(), 1);
+        assert!(q.candidates.values().all(|c| c.path == 0));
     }
 
     #[test]

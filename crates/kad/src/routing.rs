@@ -162,6 +162,7 @@ pub struct RoutingTable {
     /// How many entries of each wide group the table holds.
     wide_counts: HashMap<[u8; 5], usize>,
     len: usize,
+    generation: u64,
 }
 
 impl RoutingTable {
@@ -176,6 +177,7 @@ impl RoutingTable {
             buckets: (0..KEY_BITS).map(|_| Bucket::default()).collect(),
             wide_counts: HashMap::new(),
             len: 0,
+            generation: 0,
         }
     }
 
@@ -197,6 +199,17 @@ impl RoutingTable {
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// A number that changes whenever a peer joins or leaves the table or an entry's addresses
+    /// change (so a saved copy is known to be stale).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The index of the closest non-empty bucket.
+    pub fn closest_nonempty_bucket(&self) -> Option<usize> {
+        self.buckets.iter().position(|b| !b.entries.is_empty())
     }
 
     /// The bucket index of `key`, `None` for our own key.
@@ -270,6 +283,7 @@ impl RoutingTable {
         }
         self.buckets[bucket].entries.push(entry);
         self.len += 1;
+        self.generation += 1;
     }
 
     fn take_entry(&mut self, bucket: usize, pos: usize) -> Entry {
@@ -283,6 +297,7 @@ impl RoutingTable {
             }
         }
         self.len -= 1;
+        self.generation += 1;
         entry
     }
 
@@ -320,8 +335,9 @@ impl RoutingTable {
         {
             let mut entry = self.buckets[idx].entries.remove(pos);
             entry.last_seen = now;
-            if !addrs.is_empty() {
+            if !addrs.is_empty() && entry.addrs != addrs {
                 entry.addrs = addrs;
+                self.generation += 1;
             }
             self.buckets[idx].entries.push(entry);
             return Insert::Updated;

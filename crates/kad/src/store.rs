@@ -213,6 +213,16 @@ impl RecordStore {
         self.records.get(key)
     }
 
+    /// Drops the record of `key` if we put it (not one another peer put). Returns whether
+    /// one was dropped.
+    pub fn remove_local(&mut self, key: &[u8]) -> bool {
+        if self.records.get(key).is_some_and(|r| r.publisher.is_none()) {
+            self.records.remove(key);
+            return true;
+        }
+        false
+    }
+
     /// Drops expired records.
     pub fn prune(&mut self, now: Instant) {
         let expired: Vec<Vec<u8>> = self
@@ -324,6 +334,27 @@ impl ProviderStore {
             *self.per_peer.entry(provider).or_default() += 1;
         }
         Ok(())
+    }
+
+    /// Drops `provider`'s record of `key`. Returns whether there was one.
+    pub fn remove(&mut self, key: &[u8], provider: &PeerId) -> bool {
+        let Some(list) = self.keys.get_mut(key) else {
+            return false;
+        };
+        let Some(pos) = list.iter().position(|r| r.provider == *provider) else {
+            return false;
+        };
+        list.remove(pos);
+        if list.is_empty() {
+            self.keys.remove(key);
+        }
+        if let Some(n) = self.per_peer.get_mut(provider) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(provider);
+            }
+        }
+        true
     }
 
     /// The unexpired providers of `key`.

@@ -66,6 +66,12 @@ async fn malformed_and_excess_streams_are_refused_and_service_goes_on() {
         }
         s.shutdown().await.unwrap();
 
+        // The refusals and the requests show in the metrics.
+        let m = kad.metrics();
+        assert!(m.refusals.malformed >= 2, "{:?}", m.refusals);
+        assert!(m.refusals.stream_cap >= 1, "{:?}", m.refusals);
+        assert!(m.inbound.find_node >= 3, "{:?}", m.inbound);
+
         kad.shutdown().await;
         evil.shutdown().await;
         server.shutdown().await;

@@ -83,8 +83,9 @@ pub struct DiscoverySection {
     /// The protocol. Default `/ipfs/kad/1.0.0` (the public DHT's); a private network uses its
     /// own, e.g. `/p2pnet/<network>/kad/1.0.0`, and never mixes with the public one.
     pub protocol: String,
-    /// `server` (answers queries, is put in others' tables) or `client` (only asks).
-    /// Default `server`.
+    /// `server` (answers queries, is put in others' tables), `client` (only asks) or `auto`
+    /// (server once the node has a public address: a confirmed one, or until a NAT verdict
+    /// exists a listen address that is not private). Default `server`.
     pub mode: String,
     /// Peers per bucket (k). Default 20.
     pub bucket_size: usize,
@@ -104,6 +105,19 @@ pub struct DiscoverySection {
     pub max_value_size: usize,
     /// Providers kept per key. Default 20.
     pub max_providers_per_key: usize,
+    /// Each bucket not queried this long is refreshed with a lookup of a random id in it,
+    /// milliseconds; 0 turns refreshing off. Default 600,000.
+    pub refresh_interval_ms: u64,
+    /// Lookups running at once; more wait their turn. Default 32.
+    pub max_concurrent_queries: usize,
+    /// Lookups go along α disjoint paths (S/Kademlia), harder for one operator to steer.
+    /// Default false.
+    pub disjoint_paths: bool,
+    /// Where the routing table is saved (every few minutes when it changed, and at stop) and
+    /// loaded from at start, so a restarted node does not depend on its bootstrap list. A
+    /// relative path is taken relative to the data directory. Default unset (the daemon uses
+    /// `routes`).
+    pub route_cache: Option<PathBuf>,
 }
 
 impl Default for DiscoverySection {
@@ -122,6 +136,10 @@ impl Default for DiscoverySection {
             max_records: k.store.max_records,
             max_value_size: k.store.max_value_size,
             max_providers_per_key: k.store.max_providers_per_key,
+            refresh_interval_ms: k.refresh_interval.as_millis() as u64,
+            max_concurrent_queries: k.max_concurrent_queries,
+            disjoint_paths: k.query.disjoint_paths,
+            route_cache: None,
         }
     }
 }
@@ -131,11 +149,14 @@ impl DiscoverySection {
     pub fn kad_config(&self) -> p2pnet_kad::KadConfig {
         let mut k = p2pnet_kad::KadConfig {
             protocol: self.protocol.clone(),
-            mode: if self.mode == "client" {
-                p2pnet_kad::Mode::Client
-            } else {
-                p2pnet_kad::Mode::Server
+            mode: match self.mode.as_str() {
+                "client" => p2pnet_kad::Mode::Client,
+                "auto" => p2pnet_kad::Mode::Auto,
+                _ => p2pnet_kad::Mode::Server,
             },
+            refresh_interval: ms(self.refresh_interval_ms),
+            max_concurrent_queries: self.max_concurrent_queries,
+            route_cache: self.route_cache.clone(),
             ..p2pnet_kad::KadConfig::default()
         };
         k.routing.k = self.bucket_size;
@@ -148,6 +169,7 @@ impl DiscoverySection {
         k.store.max_records = self.max_records;
         k.store.max_value_size = self.max_value_size;
         k.store.max_providers_per_key = self.max_providers_per_key;
+        k.query.disjoint_paths = self.disjoint_paths;
         k
     }
 }
@@ -418,6 +440,7 @@ impl NetConfig {
                 d.max_peers_per_table_group,
             ),
             ("discovery.max_value_size", d.max_value_size),
+            ("discovery.max_concurrent_queries", d.max_concurrent_queries),
         ] {
             if v == 0 {
                 return Err(invalid(field, v.to_string(), "must be above 0"));

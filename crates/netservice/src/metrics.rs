@@ -33,6 +33,7 @@ pub(crate) struct ComponentCollector {
     pub(crate) host: Host,
     pub(crate) messenger: Arc<Messenger<DispatchSink>>,
     pub(crate) forwarder: Forwarder,
+    pub(crate) kad: Arc<parking_lot::Mutex<Option<p2pnet_kad::Kademlia>>>,
 }
 
 impl prometheus_client::collector::Collector for ComponentCollector {
@@ -171,6 +172,11 @@ impl prometheus_client::collector::Collector for ComponentCollector {
             ConstCounter::new(v).encode(family.encode_family(&[("priority", priority)])?)?;
         }
 
+        let kad = self.kad.lock().clone();
+        if let Some(kad) = kad {
+            encode_kad(&mut enc, &kad.metrics())?;
+        }
+
         let streams = self.forwarder.list_streams();
         gauge(
             &mut enc,
@@ -198,6 +204,153 @@ impl prometheus_client::collector::Collector for ComponentCollector {
         )?;
         Ok(())
     }
+}
+
+/// The DHT's figures.
+fn encode_kad(enc: &mut DescriptorEncoder<'_>, k: &p2pnet_kad::KadMetrics) -> std::fmt::Result {
+    gauge(
+        enc,
+        "p2pnet_kad_routing_table_peers",
+        "Peers in the routing table.",
+        k.table_size,
+    )?;
+    let proto = ConstGauge::new(0i64);
+    let mut family = enc.encode_descriptor(
+        "p2pnet_kad_bucket_peers",
+        "Peers per non-empty bucket (255: the farthest half of the key space).",
+        None,
+        proto.metric_type(),
+    )?;
+    for (bucket, n) in &k.buckets {
+        let bucket = bucket.to_string();
+        ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
+            .encode(family.encode_family(&[("bucket", bucket.as_str())])?)?;
+    }
+    gauge(
+        enc,
+        "p2pnet_kad_records",
+        "Records stored for others and our own.",
+        k.records,
+    )?;
+    gauge(
+        enc,
+        "p2pnet_kad_provider_keys",
+        "Keys with provider records.",
+        k.provider_keys,
+    )?;
+    gauge(
+        enc,
+        "p2pnet_kad_server_mode",
+        "1 while the node answers queries.",
+        usize::from(k.server),
+    )?;
+    type Pick = fn(&p2pnet_kad::metrics::QueryCounts) -> u64;
+    let outcomes: [(&str, &str, Pick); 4] = [
+        (
+            "p2pnet_kad_queries_started",
+            "Lookups started, per kind.",
+            |c| c.started,
+        ),
+        (
+            "p2pnet_kad_queries_succeeded",
+            "Lookups that succeeded, per kind.",
+            |c| c.succeeded,
+        ),
+        (
+            "p2pnet_kad_queries_failed",
+            "Lookups that failed, per kind.",
+            |c| c.failed,
+        ),
+        (
+            "p2pnet_kad_queries_timed_out",
+            "Lookups cut by the query timeout, per kind.",
+            |c| c.timed_out,
+        ),
+    ];
+    for (name, help, pick) in outcomes {
+        let proto = ConstCounter::new(0u64);
+        let mut family = enc.encode_descriptor(name, help, None, proto.metric_type())?;
+        for (kind, counts) in &k.queries {
+            ConstCounter::new(pick(counts))
+                .encode(family.encode_family(&[("kind", kind.as_str())])?)?;
+        }
+    }
+    gauge(
+        enc,
+        "p2pnet_kad_queries_waiting",
+        "Lookups waiting for a slot.",
+        k.queries_waiting as usize,
+    )?;
+    counter(
+        enc,
+        "p2pnet_kad_hops",
+        "Sum of the hops of finished lookups.",
+        k.hops.sum,
+    )?;
+    counter(
+        enc,
+        "p2pnet_kad_lookups_finished",
+        "Finished lookups (the hops' count).",
+        k.hops.count,
+    )?;
+    gauge(
+        enc,
+        "p2pnet_kad_hops_max",
+        "The most hops a lookup took.",
+        k.hops.max as usize,
+    )?;
+    let i = &k.inbound;
+    let proto = ConstCounter::new(0u64);
+    let mut family = enc.encode_descriptor(
+        "p2pnet_kad_inbound_requests",
+        "Requests peers made to us, per type.",
+        None,
+        proto.metric_type(),
+    )?;
+    for (kind, v) in [
+        ("find_node", i.find_node),
+        ("get_value", i.get_value),
+        ("put_value", i.put_value),
+        ("add_provider", i.add_provider),
+        ("get_providers", i.get_providers),
+        ("ping", i.ping),
+    ] {
+        ConstCounter::new(v).encode(family.encode_family(&[("type", kind)])?)?;
+    }
+    let r = &k.refusals;
+    let proto = ConstCounter::new(0u64);
+    let mut family = enc.encode_descriptor(
+        "p2pnet_kad_refusals",
+        "Inbound requests and streams refused, per reason.",
+        None,
+        proto.metric_type(),
+    )?;
+    for (reason, v) in [
+        ("rate", r.rate),
+        ("stream_cap", r.stream_cap),
+        ("malformed", r.malformed),
+    ] {
+        ConstCounter::new(v).encode(family.encode_family(&[("reason", reason)])?)?;
+    }
+    counter(
+        enc,
+        "p2pnet_kad_refreshes",
+        "Bucket refresh lookups.",
+        k.refreshes,
+    )?;
+    counter(
+        enc,
+        "p2pnet_kad_republished",
+        "Records and provider keys republished.",
+        k.republished,
+    )?;
+    counter(
+        enc,
+        "p2pnet_kad_route_cache_saves",
+        "Saves of the routing table cache.",
+        k.route_cache_saves,
+    )?;
+    Ok(())
 }
 
 /// Encodes `registry` in the Prometheus text format.

@@ -85,7 +85,8 @@ struct Inner {
     tasks: TaskTracker,
     stop: CancellationToken,
     metrics_server: Mutex<Option<MetricsServer>>,
-    kad: Mutex<Option<Kademlia>>,
+    kad: Arc<Mutex<Option<Kademlia>>>,
+    kad_config: p2pnet_kad::KadConfig,
     runtime_forward: Mutex<Vec<ForwardTunnel>>,
     runtime_listen: Mutex<Vec<ListenTunnel>>,
     events: broadcast::Sender<NetEvent>,
@@ -135,6 +136,13 @@ impl NetService {
             None => p2pnet_host::generate_keypair(),
         };
         let host = Host::new(keypair, config.host_config())?;
+        let mut kad_config = config.discovery.kad_config();
+        if let Some(path) = &kad_config.route_cache
+            && path.is_relative()
+        {
+            kad_config.route_cache = Some(base_dir.join(path));
+        }
+        let kad_slot: Arc<Mutex<Option<Kademlia>>> = Arc::default();
         let dispatcher = Dispatcher::new(config.dispatcher.clone())?;
         let messenger = Arc::new(Messenger::new(
             host.clone(),
@@ -148,6 +156,7 @@ impl NetService {
             host: host.clone(),
             messenger: messenger.clone(),
             forwarder: forwarder.clone(),
+            kad: kad_slot.clone(),
         }));
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Ok(NetService {
@@ -162,7 +171,8 @@ impl NetService {
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 metrics_server: Mutex::new(None),
-                kad: Mutex::new(None),
+                kad: kad_slot,
+                kad_config,
                 runtime_forward: Mutex::default(),
                 runtime_listen: Mutex::default(),
                 events,
@@ -205,7 +215,7 @@ impl NetService {
 
         if inner.config.discovery.enabled {
             // Before any connection: identify then tells every peer we serve the DHT.
-            let kad = Kademlia::new(inner.host.clone(), inner.config.discovery.kad_config())?;
+            let kad = Kademlia::new(inner.host.clone(), inner.kad_config.clone())?;
             inner
                 .host
                 .set_peer_routing(Some(Arc::new(KadRouting(kad.clone()))));
