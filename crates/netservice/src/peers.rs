@@ -193,4 +193,31 @@ mod tests {
             );
         }
     }
+
+    fn entry(bucket: usize) -> p2pnet_kad::TableEntry {
+        p2pnet_kad::TableEntry {
+            peer: p2pnet_host::generate_keypair().public().to_peer_id(),
+            addrs: Vec::new(),
+            bucket,
+            last_seen: std::time::Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn fill_candidates_spread_over_buckets_farthest_first() {
+        let host = Host::new(
+            p2pnet_host::generate_keypair(),
+            p2pnet_host::HostConfig::default(),
+        )
+        .unwrap();
+        // Three peers in bucket 255, two in 254, one in 200.
+        let table: Vec<_> = [255, 255, 255, 254, 254, 200].map(entry).into();
+        let ids: Vec<PeerId> = table.iter().map(|e| e.peer).collect();
+        let picked = fill_candidates(table.clone(), &host, 4);
+        // One per bucket first (farthest first), then the second round.
+        assert_eq!(picked, vec![ids[0], ids[3], ids[5], ids[1]]);
+        assert_eq!(fill_candidates(table.clone(), &host, 100).len(), 6);
+        assert!(fill_candidates(table, &host, 0).is_empty());
+        host.shutdown().await;
+    }
 }
