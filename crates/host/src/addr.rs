@@ -206,14 +206,11 @@ fn name_scope(name: &str) -> AddrScope {
 /// Whether an address a peer announced may be kept for dialing.
 ///
 /// An address with an IP: public ones always; private and loopback ones only when
-/// `allow_private`, or when they are in the same scope as the connection the announcement came
-/// over. Any other address — a `/dns*` name above all, which may resolve into our own network
-/// whatever it looks like — only when `allow_private`.
-pub(crate) fn keep_learned_addr(
-    addr: &Multiaddr,
-    connection: &Multiaddr,
-    allow_private: bool,
-) -> bool {
+/// `allow_private`, or when they are in the same scope as `via`, the remote address of the
+/// connection the announcement came over (if known). Any other address — a `/dns*` name above
+/// all, which may resolve into our own network whatever it looks like — only when
+/// `allow_private`. Identify applies it to announced addresses, the DHT to its answers.
+pub fn keep_learned_addr(addr: &Multiaddr, via: Option<&Multiaddr>, allow_private: bool) -> bool {
     if allow_private {
         return true;
     }
@@ -224,48 +221,29 @@ pub(crate) fn keep_learned_addr(
         return false;
     }
     let scope = addr_scope(addr);
-    scope == AddrScope::Public || scope == addr_scope(connection)
+    scope == AddrScope::Public || via.is_some_and(|v| addr_scope(v) == scope)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The rule for an address learned over a connection to `conn`.
+    fn keep(addr: &Multiaddr, conn: &Multiaddr, allow_private: bool) -> bool {
+        keep_learned_addr(addr, Some(conn), allow_private)
+    }
+
     #[test]
     fn learned_private_addresses_are_dropped_unless_in_scope() {
         let a = |s: &str| s.parse::<Multiaddr>().unwrap();
         let over_public = a("/ip4/8.8.8.8/tcp/4001");
         let over_loopback = a("/ip4/127.0.0.1/tcp/4001");
-        assert!(keep_learned_addr(
-            &a("/ip4/1.1.1.1/tcp/1"),
-            &over_public,
-            false
-        ));
-        assert!(!keep_learned_addr(
-            &a("/ip4/10.0.0.5/tcp/1"),
-            &over_public,
-            false
-        ));
-        assert!(!keep_learned_addr(
-            &a("/ip4/127.0.0.1/tcp/1"),
-            &over_public,
-            false
-        ));
-        assert!(keep_learned_addr(
-            &a("/ip4/10.0.0.5/tcp/1"),
-            &over_public,
-            true
-        ));
-        assert!(keep_learned_addr(
-            &a("/ip4/127.0.0.1/tcp/1"),
-            &over_loopback,
-            false
-        ));
-        assert!(!keep_learned_addr(
-            &a("/ip4/192.168.0.2/tcp/1"),
-            &over_loopback,
-            false
-        ));
+        assert!(keep(&a("/ip4/1.1.1.1/tcp/1"), &over_public, false));
+        assert!(!keep(&a("/ip4/10.0.0.5/tcp/1"), &over_public, false));
+        assert!(!keep(&a("/ip4/127.0.0.1/tcp/1"), &over_public, false));
+        assert!(keep(&a("/ip4/10.0.0.5/tcp/1"), &over_public, true));
+        assert!(keep(&a("/ip4/127.0.0.1/tcp/1"), &over_loopback, false));
+        assert!(!keep(&a("/ip4/192.168.0.2/tcp/1"), &over_loopback, false));
     }
 
     #[test]
@@ -337,14 +315,8 @@ mod tests {
             "/unix/x.sock",
         ] {
             for conn in [&over_public, &over_private, &over_loopback] {
-                assert!(
-                    !keep_learned_addr(&a(learned), conn, false),
-                    "{learned} over {conn}"
-                );
-                assert!(
-                    keep_learned_addr(&a(learned), conn, true),
-                    "{learned} over {conn}"
-                );
+                assert!(!keep(&a(learned), conn, false), "{learned} over {conn}");
+                assert!(keep(&a(learned), conn, true), "{learned} over {conn}");
             }
         }
         for (learned, over_public_kept, over_private_kept, over_loopback_kept) in [
@@ -354,7 +326,7 @@ mod tests {
             ("/ip6/::ffff:1.1.1.1/tcp/1", true, true, true),
         ] {
             assert_eq!(
-                [&over_public, &over_private, &over_loopback].map(|conn| keep_learned_addr(
+                [&over_public, &over_private, &over_loopback].map(|conn| keep(
                     &a(learned),
                     conn,
                     false
@@ -363,7 +335,7 @@ mod tests {
                 "{learned}"
             );
             for conn in [&over_public, &over_private, &over_loopback] {
-                assert!(keep_learned_addr(&a(learned), conn, true), "{learned}");
+                assert!(keep(&a(learned), conn, true), "{learned}");
             }
         }
     }

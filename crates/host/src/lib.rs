@@ -58,7 +58,7 @@ mod stream;
 mod substream;
 mod transport;
 
-pub use addr::{AddrScope, addr_scope, with_p2p, without_p2p};
+pub use addr::{AddrScope, addr_scope, keep_learned_addr, with_p2p, without_p2p};
 pub use config::{HostConfig, Limits, QuicConfig};
 pub use connection::{ConnectionId, Direction, TransportKind};
 pub use error::{HostError, LimitKind};

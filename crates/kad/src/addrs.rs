@@ -3,29 +3,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use p2pnet_host::{AddrScope, Multiaddr, PeerId, Protocol, addr_scope};
+use p2pnet_host::PeerId;
 
-/// Whether an address a peer told us about may be kept for dialing: the host's rule for
-/// identify, applied to kad answers. Public IP addresses always; private and loopback ones only
-/// when `allow_private` or when in the scope of the connection they came over; other addresses
-/// (`/dns*` names, which may resolve into our own network) only when `allow_private`.
-pub(crate) fn keep_learned_addr(
-    addr: &Multiaddr,
-    via: Option<&Multiaddr>,
-    allow_private: bool,
-) -> bool {
-    if allow_private {
-        return true;
-    }
-    if !matches!(
-        addr.iter().next(),
-        Some(Protocol::Ip4(_) | Protocol::Ip6(_))
-    ) {
-        return false;
-    }
-    let scope = addr_scope(addr);
-    scope == AddrScope::Public || via.is_some_and(|v| addr_scope(v) == scope)
-}
+/// The host's rule for addresses other peers tell us about (identify's), applied to kad answers.
+pub(crate) use p2pnet_host::keep_learned_addr;
 
 /// Most peers the rate limiter remembers; beyond it, peers with a full bucket are forgotten.
 const MAX_TRACKED: usize = 4096;
@@ -74,6 +55,7 @@ impl RequestRate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p2pnet_host::Multiaddr;
     use std::time::Duration;
 
     fn a(s: &str) -> Multiaddr {

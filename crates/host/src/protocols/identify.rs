@@ -165,7 +165,7 @@ pub(crate) async fn request(inner: Arc<HostInner>, handle: ConnectionHandle) {
         .filter(|a| {
             keep_learned_addr(
                 a,
-                &handle.remote_addr,
+                Some(&handle.remote_addr),
                 inner.config.accept_private_learned_addrs,
             )
         })
