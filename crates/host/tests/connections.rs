@@ -1,6 +1,7 @@
 //! Dialing, limits, coalescing, identity checks, idle closing, ping, identify, hostile clients,
 //! and shutdown, all between real hosts on loopback.
 
+#[macro_use]
 mod common;
 
 use std::io::ErrorKind;
@@ -485,18 +486,7 @@ async fn shutdown_joins_every_task_and_frees_the_port(t: Transport) {
     }
 }
 
-/// Each case above, once per transport (the QUIC list leaves out the TCP-only ones).
-macro_rules! over {
-    ($transport:ident: $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Transport::$transport).await
-            }
-        )*
-    };
-}
-
+// Each case above, once per transport (`over!` is in `common`).
 mod tcp {
     over!(Tcp: wrong_peer_id_is_refused,
         dial_by_dns_name_resolves_and_checks_the_peer_id,

@@ -1,6 +1,7 @@
 //! Exact stream ends between two real hosts: our own close wakes readers, resets reach the peer
 //! in every state, a FIN that came before a close is an end and not a reset, limits harm nothing.
 
+#[macro_use]
 mod common;
 
 use std::io::ErrorKind;
@@ -502,18 +503,7 @@ async fn inbound_streams_over_the_limit_wait_for_credit(t: Transport) {
     server.shutdown().await;
 }
 
-/// Each case above, once per transport.
-macro_rules! over {
-    ($transport:ident: $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Transport::$transport).await
-            }
-        )*
-    };
-}
-
+// Each case above, once per transport (`over!` is in `common`).
 mod tcp {
     over!(Tcp: our_close_of_the_connection_wakes_a_blocked_reader,
         shutdown_wakes_blocked_readers_and_writers,

@@ -1,5 +1,6 @@
 //! Streams between two real hosts on loopback: echo, bulk, half close, many streams, errors.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -550,18 +551,7 @@ async fn an_optimistic_stream_answers_in_one_round_trip_and_a_refusal_fails_the_
     server.shutdown().await;
 }
 
-/// Each case above, once per transport (the QUIC list leaves out the TCP-only ones).
-macro_rules! over {
-    ($transport:ident: $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Transport::$transport).await
-            }
-        )*
-    };
-}
-
+// Each case above, once per transport (`over!` is in `common`).
 mod tcp {
     over!(Tcp: an_optimistic_stream_answers_in_one_round_trip_and_a_refusal_fails_the_read,
         connect_both_ways_with_directions,

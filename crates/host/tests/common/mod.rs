@@ -19,6 +19,20 @@ pub async fn listening(config: HostConfig) -> (Host, Multiaddr) {
     (host, full)
 }
 
+/// Defines one `#[tokio::test]` per name, calling the test file's function of that name with
+/// `Transport::$transport`: `mod tcp { over!(Tcp: a, b); }` runs cases `a` and `b` over TCP.
+#[allow(unused_macros)] // used by the suites that run per transport, not by every test file
+macro_rules! over {
+    ($transport:ident: $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Transport::$transport).await
+            }
+        )*
+    };
+}
+
 /// The transports every stream test runs over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
