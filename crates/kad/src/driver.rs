@@ -405,8 +405,22 @@ impl Kademlia {
                 .lookup(key.to_vec(), LookupKind::GetProviders { want }, slot)
                 .await?;
             let end = end_of(!o.providers.is_empty(), o.result.timed_out);
+            // A provider record may come without addresses (rust-libp2p announces only
+            // confirmed external ones): the host may know some (connected, identified).
+            let store = self.host().peer_store();
+            let providers = o
+                .providers
+                .into_iter()
+                .map(|(peer, addrs)| {
+                    if addrs.is_empty() {
+                        (peer, store.addrs(&peer))
+                    } else {
+                        (peer, addrs)
+                    }
+                })
+                .collect();
             let found = ProvidersFound {
-                providers: o.providers,
+                providers,
                 stats: stats(o.result),
             };
             Ok((found, end))

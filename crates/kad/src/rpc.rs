@@ -59,7 +59,14 @@ pub(crate) async fn request(
     timeout: Duration,
 ) -> Result<Response, KadError> {
     let exchange = async {
-        let mut stream = host.new_stream(peer, [protocol]).await?;
+        // A request that is answered goes out with the protocol proposal (the peer announced
+        // the protocol; a refusal fails the read): one round trip per request, not two. One
+        // that is not answered waits for the negotiation, so a refusal is known.
+        let mut stream = if request.expects_response() {
+            host.new_stream_optimistic(peer, protocol).await?
+        } else {
+            host.new_stream(peer, [protocol]).await?
+        };
         write_message(&mut stream, &request.to_proto()).await?;
         if !request.expects_response() {
             stream.shutdown().await?;

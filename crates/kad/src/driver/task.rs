@@ -676,8 +676,23 @@ impl Driver {
             }
             LookupKind::GetProviders { want } => {
                 for p in provider_peers {
-                    if !running.outcome.providers.iter().any(|(q, _)| *q == p.id) {
-                        running.outcome.providers.push((p.id, p.addrs));
+                    // The same provider named by several peers: every address any of them knew.
+                    match running
+                        .outcome
+                        .providers
+                        .iter_mut()
+                        .find(|(q, _)| *q == p.id)
+                    {
+                        Some((_, addrs)) => {
+                            for a in p.addrs {
+                                if addrs.len() < crate::message::MAX_ADDRS_PER_PEER
+                                    && !addrs.contains(&a)
+                                {
+                                    addrs.push(a);
+                                }
+                            }
+                        }
+                        None => running.outcome.providers.push((p.id, p.addrs)),
                     }
                 }
                 done = running.outcome.providers.len() >= want;
