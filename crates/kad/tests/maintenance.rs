@@ -98,7 +98,12 @@ async fn refresh_finds_peers_that_joined_later_and_metrics_move() {
         let cp = c.host.peer_id();
         eventually("a's refresh to find c", || in_table(&a.kad, cp)).await;
         // Refreshes go on by themselves, every interval.
-        eventually("refreshes", || async { a.kad.metrics().refreshes >= 2 }).await;
+        // (A refresh is counted when it starts; wait for two lookups to have finished too.)
+        eventually("refreshes", || async {
+            let m = a.kad.metrics();
+            m.refreshes >= 2 && m.query(QueryKind::FindNode).succeeded >= 2 && m.hops.count >= 2
+        })
+        .await;
 
         let m = a.kad.metrics();
         assert!(m.refreshes >= 1, "{m:?}");
